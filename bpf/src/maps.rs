@@ -1,0 +1,26 @@
+//! Every map of the datapath, declared once; names and capacities come from `plexus_abi::maps`.
+
+use aya_ebpf::{
+    btf_maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    macros::btf_map,
+};
+use plexus_abi::{maps as m, CtEntry, CtKey, EndpointCounters, EndpointInfo, EndpointKey};
+
+/// Local pods by IP.
+#[btf_map]
+pub static PLEXUS_ENDPOINTS: HashMap<EndpointKey, EndpointInfo, { m::ENDPOINTS_MAX as usize }> =
+    HashMap::new();
+
+/// Per-endpoint packet and byte counters, keyed by endpoint id.
+#[btf_map]
+pub static PLEXUS_EP_COUNTERS: PerCpuHashMap<u32, EndpointCounters, { m::ENDPOINTS_MAX as usize }> =
+    PerCpuHashMap::new();
+
+/// Connection tracking (LRU: the oldest idle flows are evicted first under pressure).
+#[btf_map]
+pub static PLEXUS_CT: LruHashMap<CtKey, CtEntry, { m::CONNTRACK_MAX as usize }> =
+    LruHashMap::new();
+
+/// Drops by reason code.
+#[btf_map]
+pub static PLEXUS_DROPS: PerCpuArray<u64, { m::DROP_COUNTERS_MAX as usize }> = PerCpuArray::new();

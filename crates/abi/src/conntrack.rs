@@ -1,0 +1,61 @@
+//! The connection-tracking map: one entry per flow direction-normalised 5-tuple.
+
+use crate::IpAddr6;
+
+/// Key of the conntrack map: the 5-tuple of the packet that opened the connection.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct CtKey {
+    /// Source address of the opening packet.
+    pub saddr: IpAddr6,
+    /// Destination address of the opening packet.
+    pub daddr: IpAddr6,
+    /// Source port (network order); ICMP echo id for ICMP, 0 otherwise.
+    pub sport: u16,
+    /// Destination port (network order); 0 for ICMP.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Explicit padding; always 0 so keys hash identically.
+    pub _pad: [u8; 3],
+}
+
+impl CtKey {
+    /// The key of the opposite direction of the same connection.
+    #[inline(always)]
+    pub fn reversed(&self) -> Self {
+        Self {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of the conntrack map.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_ns` when the entry was created.
+    pub created_ns: u64,
+    /// `bpf_ktime_get_ns` of the last packet in either direction.
+    pub last_seen_ns: u64,
+    /// Packets in the opening direction.
+    pub tx_packets: u64,
+    /// Packets in the reply direction.
+    pub rx_packets: u64,
+    /// Union of TCP flags seen in either direction.
+    pub tcp_flags: u8,
+    /// `CT_F_*` bits.
+    pub flags: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+    /// Security identity of the opening side (0 until policy assigns identities).
+    pub src_identity: u32,
+}
+
+/// A reply has been seen: the connection is established.
+pub const CT_F_SEEN_REPLY: u8 = 1;

@@ -1,0 +1,51 @@
+//! Types shared by the Plexus kernel programs and userspace: the single source of truth for
+//! map names, capacities, keys, values and reason codes.
+//!
+//! Every type here is `#[repr(C)]`, `Copy`, and laid out without implicit padding (explicit
+//! `_pad` fields instead), so the kernel and userspace cannot disagree on a layout. Tests at
+//! the bottom assert each size.
+#![no_std]
+
+pub mod addr;
+pub mod conntrack;
+pub mod counters;
+pub mod drop;
+pub mod endpoint;
+pub mod maps;
+
+pub use addr::IpAddr6;
+pub use conntrack::{CtEntry, CtKey};
+pub use counters::EndpointCounters;
+pub use drop::DropReason;
+pub use endpoint::{EndpointInfo, EndpointKey};
+
+/// Implements `aya::Pod` for ABI types in userspace builds.
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and byte arrays, and
+    // have no implicit padding (see the layout tests), so any bit pattern is valid.
+    unsafe impl aya::Pod for IpAddr6 {}
+    unsafe impl aya::Pod for EndpointKey {}
+    unsafe impl aya::Pod for EndpointInfo {}
+    unsafe impl aya::Pod for EndpointCounters {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn sizes_have_no_hidden_padding() {
+        assert_eq!(size_of::<IpAddr6>(), 16);
+        assert_eq!(size_of::<EndpointKey>(), 16);
+        assert_eq!(size_of::<EndpointInfo>(), 28);
+        assert_eq!(align_of::<EndpointInfo>(), 4);
+        assert_eq!(size_of::<EndpointCounters>(), 32);
+        assert_eq!(size_of::<CtKey>(), 40);
+        assert_eq!(size_of::<CtEntry>(), 40);
+    }
+}

@@ -1,0 +1,174 @@
+//! Loading the datapath object and attaching its programs to pod interfaces.
+
+use std::{
+    fs,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{
+        links::{FdLink, LinkError, PinnedLink},
+        tc::TcAttachOptions,
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
+    sys::SyscallError,
+    Ebpf, EbpfLoader,
+};
+use plexus_abi::maps::{self as m, programs};
+use tracing::{debug, info};
+
+use crate::{maps::PinnedMaps, LoaderError, DATAPATH_OBJECT};
+
+/// One program attached to one hook of one interface, as pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedProgram {
+    /// Interface name.
+    pub interface: String,
+    /// "ingress" or "egress".
+    pub direction: &'static str,
+    /// Program name.
+    pub program: &'static str,
+    /// Where its link is pinned.
+    pub pin: PathBuf,
+}
+
+/// The loaded datapath of one node.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+/// The hooks every endpoint gets: (program, tc direction, pin suffix).
+const ENDPOINT_HOOKS: [(&str, TcAttachType, &str); 2] = [
+    (programs::FROM_CONTAINER, TcAttachType::Ingress, "ingress"),
+    (programs::TO_CONTAINER, TcAttachType::Egress, "egress"),
+];
+
+impl Datapath {
+    /// Loads the datapath for the node whose pins live in `pin_dir`, reusing every map already
+    /// pinned there (so a restarted agent adopts its predecessor's state) and pinning the rest.
+    pub fn load(pin_dir: &Path) -> Result<Self, LoaderError> {
+        crate::ensure_bpffs()?;
+        for dir in [pin_dir.to_path_buf(), pin_dir.join("maps"), pin_dir.join("links")] {
+            fs::create_dir_all(&dir).map_err(|source| LoaderError::PinDir { path: dir, source })?;
+        }
+        let map_paths: Vec<(&'static str, PathBuf)> =
+            m::ALL.iter().map(|name| (*name, pin_dir.join("maps").join(name))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(DATAPATH_OBJECT)?;
+        for (name, _, _) in ENDPOINT_HOOKS {
+            let prog = classifier(&mut ebpf, name)?;
+            prog.load().map_err(|source| LoaderError::Program { program: name, source })?;
+        }
+        info!(pin_dir = %pin_dir.display(), "datapath loaded");
+        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf() })
+    }
+
+    /// Where this node's pins live.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The node's maps.
+    pub fn maps(&self) -> Result<PinnedMaps, LoaderError> {
+        PinnedMaps::open(&self.pin_dir)
+    }
+
+    fn link_pin(&self, interface: &str, suffix: &str) -> PathBuf {
+        self.pin_dir.join("links").join(format!("{interface}.{suffix}"))
+    }
+
+    /// Attaches the endpoint programs to a pod's host-side interface. An existing pinned link
+    /// (from an earlier agent) gets the new program swapped in atomically; otherwise a new tcx
+    /// link is created and pinned, so it outlives this process.
+    pub fn attach_endpoint(&mut self, interface: &str) -> Result<Vec<AttachedProgram>, LoaderError> {
+        let mut out = Vec::new();
+        for (name, attach_type, suffix) in ENDPOINT_HOOKS {
+            let pin = self.link_pin(interface, suffix);
+            let prog = classifier(&mut self.ebpf, name)?;
+            let attach_err =
+                |source| LoaderError::Attach { program: name, interface: interface.to_string(), source };
+            let link_err = |source| LoaderError::Link { interface: interface.to_string(), source };
+            let link_id = match PinnedLink::from_pin(&pin) {
+                Ok(old) => {
+                    let link = FdLink::from(old).try_into().map_err(link_err)?;
+                    match prog.attach_to_link(link) {
+                        Ok(id) => {
+                            debug!(interface, program = name, "swapped program behind pinned link");
+                            id
+                        }
+                        Err(e) => {
+                            // The interface behind the old link is gone (pod re-created): start over.
+                            debug!(interface, error = %e, "stale pinned link; attaching afresh");
+                            let _ = fs::remove_file(&pin);
+                            prog.attach_with_options(interface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                                .map_err(attach_err)?
+                        }
+                    }
+                }
+                Err(LinkError::SyscallError(SyscallError { io_error, .. }))
+                    if io_error.kind() == io::ErrorKind::NotFound =>
+                {
+                    prog.attach_with_options(interface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                        .map_err(attach_err)?
+                }
+                Err(e) => return Err(link_err(e)),
+            };
+            let link = prog.take_link(link_id).map_err(attach_err)?;
+            let fd_link: FdLink = link.try_into().map_err(link_err)?;
+            if pin.exists() {
+                // Swapped behind an existing pin: the pin already refers to this link.
+                drop(fd_link);
+            } else {
+                fd_link.pin(&pin).map_err(|source| LoaderError::PinLink { path: pin.clone(), source })?;
+            }
+            out.push(AttachedProgram { interface: interface.to_string(), direction: suffix, program: name, pin });
+        }
+        Ok(out)
+    }
+
+    /// Detaches the endpoint programs from an interface by removing their pinned links.
+    /// Missing pins are not an error: detaching is idempotent.
+    pub fn detach_endpoint(pin_dir: &Path, interface: &str) {
+        for (_, _, suffix) in ENDPOINT_HOOKS {
+            let pin = pin_dir.join("links").join(format!("{interface}.{suffix}"));
+            let _ = fs::remove_file(pin);
+        }
+    }
+
+    /// Every endpoint program pinned under `pin_dir`.
+    pub fn attached(pin_dir: &Path) -> Vec<AttachedProgram> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(pin_dir.join("links")) else { return out };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((interface, suffix)) = name.rsplit_once('.') else { continue };
+            if let Some((program, _, direction)) = ENDPOINT_HOOKS.iter().find(|h| h.2 == suffix) {
+                out.push(AttachedProgram {
+                    interface: interface.to_string(),
+                    direction,
+                    program,
+                    pin: entry.path(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.interface, a.direction).cmp(&(&b.interface, b.direction)));
+        out
+    }
+
+    /// The loaded program by name, for `BPF_PROG_TEST_RUN` tests.
+    pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, LoaderError> {
+        classifier(&mut self.ebpf, name)
+    }
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, LoaderError> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(LoaderError::Program { program: name, source: aya::programs::ProgramError::NotLoaded })?;
+    prog.try_into().map_err(|source| LoaderError::Program { program: name, source })
+}

@@ -1,0 +1,146 @@
+//! Typed access to the node's pinned maps: the map writer of the endpoints map and readers for
+//! the CLI.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use plexus_abi::{maps as m, CtEntry, CtKey, DropReason, EndpointCounters, EndpointInfo, EndpointKey};
+
+use crate::LoaderError;
+
+/// The node's maps, opened from their pins (works from any process: agent, CLI, tests).
+pub struct PinnedMaps {
+    dir: PathBuf,
+}
+
+/// One row of the endpoints map, with its summed counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRecord {
+    /// The key.
+    pub key: EndpointKey,
+    /// The value.
+    pub info: EndpointInfo,
+    /// Counters summed over CPUs.
+    pub counters: EndpointCounters,
+}
+
+/// One conntrack entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtRecord {
+    /// The opening direction's tuple.
+    pub key: CtKey,
+    /// Its state.
+    pub entry: CtEntry,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoaderError {
+    move |source| LoaderError::Map { map, source }
+}
+
+impl PinnedMaps {
+    /// Opens the maps pinned under a node's pin directory.
+    pub fn open(pin_dir: &Path) -> Result<Self, LoaderError> {
+        let dir = pin_dir.join("maps");
+        if !dir.join(m::ENDPOINTS).exists() {
+            return Err(LoaderError::MissingMap(m::ENDPOINTS));
+        }
+        Ok(Self { dir })
+    }
+
+    fn data(&self, name: &'static str) -> Result<MapData, LoaderError> {
+        MapData::from_pin(self.dir.join(name)).map_err(map_err(name))
+    }
+
+    fn endpoints(&self) -> Result<HashMap<MapData, EndpointKey, EndpointInfo>, LoaderError> {
+        HashMap::try_from(Map::HashMap(self.data(m::ENDPOINTS)?)).map_err(map_err(m::ENDPOINTS))
+    }
+
+    fn counters(&self) -> Result<PerCpuHashMap<MapData, u32, EndpointCounters>, LoaderError> {
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(self.data(m::ENDPOINT_COUNTERS)?))
+            .map_err(map_err(m::ENDPOINT_COUNTERS))
+    }
+
+    /// Inserts or replaces an endpoint, and creates its zeroed counters if missing.
+    pub fn upsert_endpoint(&self, key: EndpointKey, info: EndpointInfo) -> Result<(), LoaderError> {
+        let mut counters = self.counters()?;
+        if counters.get(&info.endpoint_id, 0).is_err() {
+            let ncpus = aya::util::nr_cpus().map_err(|(_, e)| LoaderError::Map {
+                map: m::ENDPOINT_COUNTERS,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }),
+            })?;
+            let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); ncpus])
+                .map_err(|e| LoaderError::Map { map: m::ENDPOINT_COUNTERS, source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "percpu", io_error: e }) })?;
+            counters.insert(info.endpoint_id, zero, 0).map_err(map_err(m::ENDPOINT_COUNTERS))?;
+        }
+        self.endpoints()?.insert(key, info, 0).map_err(map_err(m::ENDPOINTS))
+    }
+
+    /// Removes an endpoint and its counters; missing entries are not an error.
+    pub fn remove_endpoint(&self, key: &EndpointKey, endpoint_id: u32) -> Result<(), LoaderError> {
+        match self.endpoints()?.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(m::ENDPOINTS)(e)),
+        }
+        match self.counters()?.remove(&endpoint_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(m::ENDPOINT_COUNTERS)(e)),
+        }
+    }
+
+    /// Every endpoint in the map with its counters.
+    pub fn endpoints_list(&self) -> Result<Vec<EndpointRecord>, LoaderError> {
+        let eps = self.endpoints()?;
+        let counters = self.counters()?;
+        let mut out = Vec::new();
+        for item in eps.iter() {
+            let (key, info) = item.map_err(map_err(m::ENDPOINTS))?;
+            let mut sum = EndpointCounters::default();
+            if let Ok(per_cpu) = counters.get(&info.endpoint_id, 0) {
+                for c in per_cpu.iter() {
+                    sum.add(c);
+                }
+            }
+            out.push(EndpointRecord { key, info, counters: sum });
+        }
+        out.sort_by_key(|r| r.info.endpoint_id);
+        Ok(out)
+    }
+
+    /// Number of entries in the endpoints map.
+    pub fn endpoint_count(&self) -> Result<usize, LoaderError> {
+        Ok(self.endpoints()?.keys().count())
+    }
+
+    /// Every conntrack entry (bounded by the map's capacity).
+    pub fn conntrack(&self) -> Result<Vec<CtRecord>, LoaderError> {
+        let map: HashMap<MapData, CtKey, CtEntry> =
+            HashMap::try_from(Map::LruHashMap(self.data(m::CONNTRACK)?)).map_err(map_err(m::CONNTRACK))?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            // An LRU entry evicted mid-walk ends the walk early; that is not an error.
+            let Ok((key, entry)) = item else { break };
+            out.push(CtRecord { key, entry });
+        }
+        Ok(out)
+    }
+
+    /// Drops by reason, summed over CPUs; only non-zero reasons.
+    pub fn drops(&self) -> Result<Vec<(u8, u64)>, LoaderError> {
+        let arr: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.data(m::DROP_COUNTERS)?)).map_err(map_err(m::DROP_COUNTERS))?;
+        let mut out = Vec::new();
+        for code in 0..m::DROP_COUNTERS_MAX {
+            let v = arr.get(&code, 0).map_err(map_err(m::DROP_COUNTERS))?;
+            let total: u64 = v.iter().sum();
+            if total > 0 {
+                out.push((code as u8, total));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops counted for one reason.
+    pub fn drop_count(&self, reason: DropReason) -> Result<u64, LoaderError> {
+        Ok(self.drops()?.into_iter().find(|(c, _)| *c == reason as u8).map_or(0, |(_, n)| n))
+    }
+}
