@@ -1,1 +1,236 @@
-//! api
+//! The agent's local API, spoken over its unix socket by the CNI plugin, the CLI and the lab.
+//!
+//! Wire format: one JSON [`Request`] per line from the client, one JSON [`Response`] per line
+//! back, then the connection closes. Small and dependency-free on purpose: the CNI plugin is
+//! exec'd for every pod and must start fast.
+#![forbid(unsafe_code)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the agent up and its datapath loaded?
+    Health,
+    /// Agent status: programs, maps, endpoints.
+    Status,
+    /// Reserve an address for a container interface (idempotent per owner).
+    IpamAllocate(Attachment),
+    /// Create (or refresh) the endpoint of a wired-up pod interface.
+    EndpointCreate(EndpointSpec),
+    /// Delete an endpoint and release its address; deleting nothing succeeds.
+    EndpointDelete(Attachment),
+    /// One endpoint.
+    EndpointGet(Attachment),
+    /// Every endpoint.
+    EndpointList,
+    /// Delete every endpoint not in `valid` (CNI GC).
+    Gc {
+        /// Attachments to keep.
+        valid: Vec<Attachment>,
+    },
+}
+
+/// A container's attachment: the CNI identity of one pod interface.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Attachment {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME inside the container.
+    pub ifname: String,
+}
+
+impl Attachment {
+    /// The IPAM owner key.
+    pub fn owner(&self) -> String {
+        format!("{}/{}", self.container_id, self.ifname)
+    }
+}
+
+/// What the CNI plugin tells the agent once the pod's interface is wired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// The attachment.
+    pub attachment: Attachment,
+    /// Kubernetes namespace of the pod (CNI_ARGS K8S_POD_NAMESPACE), if known.
+    pub pod_namespace: String,
+    /// Pod name (CNI_ARGS K8S_POD_NAME), or the container id.
+    pub pod_name: String,
+    /// Path of the pod's network namespace.
+    pub netns: String,
+    /// Host-side veth name (in the node's namespace).
+    pub host_ifname: String,
+    /// Host-side veth ifindex.
+    pub host_ifindex: u32,
+    /// Host-side veth MAC.
+    pub host_mac: String,
+    /// Pod-side interface MAC.
+    pub pod_mac: String,
+    /// The pod's IPv4 address.
+    pub ipv4: String,
+}
+
+/// An address handed out by IPAM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamLease {
+    /// The pod's address.
+    pub ipv4: String,
+    /// Prefix length of the pod CIDR.
+    pub prefix_len: u8,
+    /// Gateway (the node's router address).
+    pub gateway: String,
+    /// The node's pod CIDR.
+    pub pod_cidr: String,
+}
+
+/// State of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointState {
+    /// Address reserved, datapath not yet programmed.
+    WaitingForWiring,
+    /// In the datapath.
+    Ready,
+    /// Programming failed; the agent retries.
+    NotReady,
+}
+
+impl std::fmt::Display for EndpointState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndpointState::WaitingForWiring => "waiting-for-wiring",
+            EndpointState::Ready => "ready",
+            EndpointState::NotReady => "not-ready",
+        })
+    }
+}
+
+/// One endpoint as the agent knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Endpoint id (node-local).
+    pub id: u32,
+    /// The spec the CNI plugin gave.
+    pub spec: EndpointSpec,
+    /// State.
+    pub state: EndpointState,
+}
+
+/// The agent's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Node name.
+    pub node: String,
+    /// Pod CIDR.
+    pub pod_cidr: String,
+    /// Where the node's pins live.
+    pub bpf_dir: String,
+    /// Programs attached: (interface, direction, program).
+    pub programs: Vec<(String, String, String)>,
+    /// Map fill: (map, entries, capacity).
+    pub maps: Vec<(String, u64, u64)>,
+    /// Endpoint count.
+    pub endpoints: usize,
+    /// Drops by reason: (code, name, count).
+    pub drops: Vec<(u8, String, u64)>,
+    /// Seconds since this agent process started.
+    pub uptime_secs: u64,
+}
+
+/// The agent's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Success with nothing to return.
+    Ok,
+    /// An address.
+    Lease(IpamLease),
+    /// One endpoint.
+    Endpoint(Endpoint),
+    /// Endpoints.
+    Endpoints(Vec<Endpoint>),
+    /// Status.
+    Status(Status),
+    /// Nothing found.
+    NotFound,
+    /// The request failed.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Client-side failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached: the agent is not running.
+    #[error("agent at {path} unreachable: {source}")]
+    Unreachable {
+        /// Socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The exchange broke off.
+    #[error("talking to agent at {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The answer was not valid JSON.
+    #[error("bad answer from agent at {path}: {source}")]
+    Decode {
+        /// Socket path.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The agent said no.
+    #[error("agent: {0}")]
+    Agent(String),
+}
+
+/// Sends one request and waits for the answer (up to `timeout`).
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let mut stream = UnixStream::connect(socket)
+        .map_err(|source| ClientError::Unreachable { path: socket.into(), source })?;
+    let io = |source| ClientError::Io { path: socket.into(), source };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|source| ClientError::Decode { path: socket.into(), source })?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    let resp: Response =
+        serde_json::from_str(&answer).map_err(|source| ClientError::Decode { path: socket.into(), source })?;
+    match resp {
+        Response::Error { message } => Err(ClientError::Agent(message)),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_tagged_json() {
+        let r = Request::EndpointDelete(Attachment { container_id: "c1".into(), ifname: "eth0".into() });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"op":"endpoint_delete","container_id":"c1","ifname":"eth0"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let e = serde_json::to_string(&Response::Error { message: "x".into() }).unwrap();
+        assert_eq!(e, r#"{"result":"error","message":"x"}"#);
+    }
+}

@@ -1,0 +1,253 @@
+//! The agent's core: IPAM leases and endpoint lifecycle, kept in step with the datapath maps
+//! and persisted after every change.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{anyhow, bail, Context};
+use plexus_abi::{maps as m, DropReason, EndpointInfo, EndpointKey, IpAddr6};
+use plexus_api::{
+    Attachment, Endpoint, EndpointSpec, EndpointState, IpamLease, Request, Response, Status,
+};
+use plexus_ipam::{Cidr, Ipam};
+use plexus_loader::{Datapath, PinnedMaps};
+use plexus_netdev::parse_mac;
+use tracing::{info, warn};
+
+use crate::{
+    node,
+    state::{State, Store},
+};
+
+/// The running agent.
+pub struct Agent {
+    node: String,
+    datapath: Datapath,
+    store: Store,
+    state: State,
+    bpf_dir: PathBuf,
+    started: Instant,
+}
+
+impl Agent {
+    /// Loads saved state and the datapath (adopting pinned maps and links), sets up the node's
+    /// router address, and re-programs every known endpoint.
+    pub fn start(node: &str, pod_cidr: Cidr, state_dir: &Path, bpf_dir: &Path) -> anyhow::Result<Self> {
+        let store = Store::open(state_dir)?;
+        let state = match store.load()? {
+            Some(s) if s.ipam.cidr() == pod_cidr => s,
+            Some(s) => bail!("saved state is for pod CIDR {}, not {pod_cidr}", s.ipam.cidr()),
+            None => State::new(Ipam::new(pod_cidr)),
+        };
+        let datapath = Datapath::load(bpf_dir).context("loading the datapath")?;
+        node::ensure_router(state.ipam.gateway()).context("setting up the router address")?;
+        let mut agent = Self {
+            node: node.to_string(),
+            datapath,
+            store,
+            state,
+            bpf_dir: bpf_dir.to_path_buf(),
+            started: Instant::now(),
+        };
+        agent.restore()?;
+        agent.save()?;
+        info!(node, %pod_cidr, endpoints = agent.state.endpoints.len(), "agent ready");
+        Ok(agent)
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        self.store.save(&self.state)
+    }
+
+    /// Re-programs known endpoints after a restart: swaps the new programs in behind the pinned
+    /// links (no detach in between) and rewrites their map entries. An endpoint whose interface
+    /// vanished while the agent was down is taken out of the datapath until CNI DEL or GC.
+    fn restore(&mut self) -> anyhow::Result<()> {
+        let keys: Vec<String> = self.state.endpoints.keys().cloned().collect();
+        for k in keys {
+            let Some(ep) = self.state.endpoints.get(&k).cloned() else { continue };
+            let state = match node::ifindex(&ep.spec.host_ifname) {
+                Some(idx) if idx == ep.spec.host_ifindex => match self.program(&ep) {
+                    Ok(()) => EndpointState::Ready,
+                    Err(e) => {
+                        warn!(endpoint = ep.id, error = %e, "re-programming endpoint failed");
+                        EndpointState::NotReady
+                    }
+                },
+                _ => {
+                    warn!(endpoint = ep.id, interface = %ep.spec.host_ifname, "interface gone; endpoint not ready");
+                    self.unprogram(&ep);
+                    EndpointState::NotReady
+                }
+            };
+            if let Some(e) = self.state.endpoints.get_mut(&k) {
+                e.state = state;
+            }
+        }
+        Ok(())
+    }
+
+    fn maps(&self) -> anyhow::Result<PinnedMaps> {
+        Ok(self.datapath.maps()?)
+    }
+
+    /// Puts an endpoint into the datapath: programs on its veth, its map entry, its route.
+    fn program(&mut self, ep: &Endpoint) -> anyhow::Result<()> {
+        let ip: Ipv4Addr = ep.spec.ipv4.parse().with_context(|| format!("endpoint ipv4 {:?}", ep.spec.ipv4))?;
+        let pod_mac = parse_mac(&ep.spec.pod_mac).ok_or_else(|| anyhow!("endpoint pod_mac {:?} is not a MAC", ep.spec.pod_mac))?;
+        let host_mac = parse_mac(&ep.spec.host_mac).ok_or_else(|| anyhow!("endpoint host_mac {:?} is not a MAC", ep.spec.host_mac))?;
+        self.datapath.attach_endpoint(&ep.spec.host_ifname)?;
+        let info = EndpointInfo {
+            ifindex: ep.spec.host_ifindex,
+            endpoint_id: ep.id,
+            pod_mac,
+            host_mac,
+            identity: 0,
+            flags: 0,
+        };
+        self.maps()?.upsert_endpoint(EndpointKey { ip: IpAddr6::from_v4_octets(ip.octets()) }, info)?;
+        node::add_pod_route(ip, self.state.ipam.gateway(), &ep.spec.host_ifname, &ep.spec.pod_mac)?;
+        Ok(())
+    }
+
+    /// Takes an endpoint out of the datapath; every step tolerates what is already gone.
+    fn unprogram(&mut self, ep: &Endpoint) {
+        if let Ok(ip) = ep.spec.ipv4.parse::<Ipv4Addr>() {
+            if let Ok(maps) = self.maps() {
+                if let Err(e) = maps.remove_endpoint(&EndpointKey { ip: IpAddr6::from_v4_octets(ip.octets()) }, ep.id) {
+                    warn!(endpoint = ep.id, error = %e, "removing endpoint from map");
+                }
+            }
+            node::del_pod_route(ip);
+        }
+        Datapath::detach_endpoint(&self.bpf_dir, &ep.spec.host_ifname);
+    }
+
+    /// Serves one API request.
+    pub fn handle(&mut self, req: Request) -> Response {
+        let res = match req {
+            Request::Health => Ok(Response::Ok),
+            Request::Status => self.status().map(Response::Status),
+            Request::IpamAllocate(a) => self.allocate(&a).map(Response::Lease),
+            Request::EndpointCreate(spec) => self.create(spec).map(Response::Endpoint),
+            Request::EndpointDelete(a) => self.delete(&a).map(|()| Response::Ok),
+            Request::EndpointGet(a) => Ok(match self.state.endpoints.get(&State::key(&a)) {
+                Some(e) => Response::Endpoint(e.clone()),
+                None => Response::NotFound,
+            }),
+            Request::EndpointList => Ok(Response::Endpoints(self.state.endpoints.values().cloned().collect())),
+            Request::Gc { valid } => self.gc(&valid).map(|()| Response::Ok),
+        };
+        res.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
+    }
+
+    fn lease(&self, ip: Ipv4Addr) -> IpamLease {
+        IpamLease {
+            ipv4: ip.to_string(),
+            prefix_len: self.state.ipam.cidr().prefix,
+            gateway: self.state.ipam.gateway().to_string(),
+            pod_cidr: self.state.ipam.cidr().to_string(),
+        }
+    }
+
+    fn allocate(&mut self, a: &Attachment) -> anyhow::Result<IpamLease> {
+        let ip = self.state.ipam.allocate(&a.owner())?;
+        self.save()?;
+        Ok(self.lease(ip))
+    }
+
+    fn create(&mut self, spec: EndpointSpec) -> anyhow::Result<Endpoint> {
+        let owner = spec.attachment.owner();
+        let leased = self
+            .state
+            .ipam
+            .owned_by(&owner)
+            .ok_or_else(|| anyhow!("endpoint {owner}: no address was allocated for this attachment"))?;
+        if spec.ipv4 != leased.to_string() {
+            bail!("endpoint {owner}: field ipv4 is {} but the address leased to it is {leased}", spec.ipv4);
+        }
+        match node::ifindex(&spec.host_ifname) {
+            Some(i) if i == spec.host_ifindex => {}
+            Some(i) => bail!("endpoint {owner}: field host_ifindex is {} but {} has ifindex {i}", spec.host_ifindex, spec.host_ifname),
+            None => bail!("endpoint {owner}: field host_ifname {:?} does not exist on the node", spec.host_ifname),
+        }
+        let key = State::key(&spec.attachment);
+        let id = match self.state.endpoints.get(&key) {
+            Some(e) => e.id,
+            None => {
+                let id = self.state.next_endpoint_id;
+                self.state.next_endpoint_id += 1;
+                id
+            }
+        };
+        let mut ep = Endpoint { id, spec, state: EndpointState::WaitingForWiring };
+        self.state.endpoints.insert(key.clone(), ep.clone());
+        self.save()?;
+        if let Err(e) = self.program(&ep) {
+            self.unprogram(&ep);
+            self.state.endpoints.remove(&key);
+            self.save()?;
+            return Err(e.context(format!("endpoint {owner}: programming the datapath")));
+        }
+        ep.state = EndpointState::Ready;
+        self.state.endpoints.insert(key, ep.clone());
+        self.save()?;
+        info!(endpoint = id, pod = %format!("{}/{}", ep.spec.pod_namespace, ep.spec.pod_name), ip = %ep.spec.ipv4, "endpoint ready");
+        Ok(ep)
+    }
+
+    fn delete(&mut self, a: &Attachment) -> anyhow::Result<()> {
+        if let Some(ep) = self.state.endpoints.remove(&State::key(a)) {
+            self.unprogram(&ep);
+            info!(endpoint = ep.id, "endpoint deleted");
+        }
+        self.state.ipam.release(&a.owner());
+        self.save()
+    }
+
+    fn gc(&mut self, valid: &[Attachment]) -> anyhow::Result<()> {
+        let keep: std::collections::BTreeSet<String> = valid.iter().map(Attachment::owner).collect();
+        let stale: Vec<Endpoint> = self.state.endpoints.iter().filter(|(k, _)| !keep.contains(*k)).map(|(_, e)| e.clone()).collect();
+        for ep in stale {
+            self.delete(&ep.spec.attachment)?;
+        }
+        let stale_leases: Vec<String> =
+            self.state.ipam.allocations().values().filter(|o| !keep.contains(*o)).cloned().collect();
+        for owner in stale_leases {
+            self.state.ipam.release(&owner);
+        }
+        self.save()
+    }
+
+    fn status(&self) -> anyhow::Result<Status> {
+        let maps = self.maps()?;
+        let programs = Datapath::attached(&self.bpf_dir)
+            .into_iter()
+            .map(|p| (p.interface, p.direction.to_string(), p.program.to_string()))
+            .collect();
+        let drops = maps
+            .drops()?
+            .into_iter()
+            .map(|(code, n)| {
+                let name = DropReason::from_code(code).map_or("unknown", |r| r.hubble_name());
+                (code, name.to_string(), n)
+            })
+            .collect();
+        Ok(Status {
+            node: self.node.clone(),
+            pod_cidr: self.state.ipam.cidr().to_string(),
+            bpf_dir: self.bpf_dir.display().to_string(),
+            programs,
+            maps: vec![
+                (m::ENDPOINTS.to_string(), maps.endpoint_count()? as u64, m::ENDPOINTS_MAX as u64),
+                (m::CONNTRACK.to_string(), maps.conntrack()?.len() as u64, m::CONNTRACK_MAX as u64),
+            ],
+            endpoints: self.state.endpoints.len(),
+            drops,
+            uptime_secs: self.started.elapsed().as_secs(),
+        })
+    }
+}
