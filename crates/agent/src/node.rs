@@ -5,13 +5,15 @@ use std::net::Ipv4Addr;
 
 use plexus_netdev::{ip, link, NetdevError};
 
-/// Name of the dummy device that holds the node's router address.
+/// Name of the device that holds the node's router address.
 pub const HOST_DEVICE: &str = "plexus_host";
 
 /// Makes sure the router address exists on the node (idempotent).
 pub fn ensure_router(gateway: Ipv4Addr) -> Result<(), NetdevError> {
     if link(None, HOST_DEVICE)?.is_none() {
-        ip(None, &["link", "add", HOST_DEVICE, "type", "dummy"])?;
+        // A veth pair rather than a dummy: the dummy driver is not on every kernel.
+        ip(None, &["link", "add", HOST_DEVICE, "type", "veth", "peer", "name", "plexus_net"])?;
+        ip(None, &["link", "set", "plexus_net", "up"])?;
     }
     ip(None, &["addr", "replace", &format!("{gateway}/32"), "dev", HOST_DEVICE])?;
     ip(None, &["link", "set", HOST_DEVICE, "up"])?;

@@ -2,17 +2,15 @@
 
 use std::{
     fs,
-    io,
     path::{Path, PathBuf},
 };
 
 use aya::{
     programs::{
-        links::{FdLink, LinkError, PinnedLink},
+        links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
         LinkOrder, SchedClassifier, TcAttachType,
     },
-    sys::SyscallError,
     Ebpf, EbpfLoader,
 };
 use plexus_abi::maps::{self as m, programs};
@@ -79,7 +77,7 @@ impl Datapath {
     }
 
     fn link_pin(&self, interface: &str, suffix: &str) -> PathBuf {
-        self.pin_dir.join("links").join(format!("{interface}.{suffix}"))
+        link_pin(&self.pin_dir, interface, suffix)
     }
 
     /// Attaches the endpoint programs to a pod's host-side interface. An existing pinned link
@@ -93,30 +91,26 @@ impl Datapath {
             let attach_err =
                 |source| LoaderError::Attach { program: name, interface: interface.to_string(), source };
             let link_err = |source| LoaderError::Link { interface: interface.to_string(), source };
-            let link_id = match PinnedLink::from_pin(&pin) {
-                Ok(old) => {
-                    let link = FdLink::from(old).try_into().map_err(link_err)?;
-                    match prog.attach_to_link(link) {
-                        Ok(id) => {
-                            debug!(interface, program = name, "swapped program behind pinned link");
-                            id
-                        }
-                        Err(e) => {
-                            // The interface behind the old link is gone (pod re-created): start over.
-                            debug!(interface, error = %e, "stale pinned link; attaching afresh");
-                            let _ = fs::remove_file(&pin);
-                            prog.attach_with_options(interface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                                .map_err(attach_err)?
-                        }
+            let fresh = |prog: &mut SchedClassifier| {
+                prog.attach_with_options(interface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            };
+            let link_id = if pin.exists() {
+                let old = PinnedLink::from_pin(&pin).map_err(link_err)?;
+                let link = FdLink::from(old).try_into().map_err(link_err)?;
+                match prog.attach_to_link(link) {
+                    Ok(id) => {
+                        debug!(interface, program = name, "swapped program behind pinned link");
+                        id
+                    }
+                    Err(e) => {
+                        // The interface behind the old link is gone (pod re-created): start over.
+                        debug!(interface, error = %e, "stale pinned link; attaching afresh");
+                        let _ = fs::remove_file(&pin);
+                        fresh(prog).map_err(attach_err)?
                     }
                 }
-                Err(LinkError::SyscallError(SyscallError { io_error, .. }))
-                    if io_error.kind() == io::ErrorKind::NotFound =>
-                {
-                    prog.attach_with_options(interface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                        .map_err(attach_err)?
-                }
-                Err(e) => return Err(link_err(e)),
+            } else {
+                fresh(prog).map_err(attach_err)?
             };
             let link = prog.take_link(link_id).map_err(attach_err)?;
             let fd_link: FdLink = link.try_into().map_err(link_err)?;
@@ -135,8 +129,7 @@ impl Datapath {
     /// Missing pins are not an error: detaching is idempotent.
     pub fn detach_endpoint(pin_dir: &Path, interface: &str) {
         for (_, _, suffix) in ENDPOINT_HOOKS {
-            let pin = pin_dir.join("links").join(format!("{interface}.{suffix}"));
-            let _ = fs::remove_file(pin);
+            let _ = fs::remove_file(link_pin(pin_dir, interface, suffix));
         }
     }
 
@@ -146,7 +139,7 @@ impl Datapath {
         let Ok(entries) = fs::read_dir(pin_dir.join("links")) else { return out };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((interface, suffix)) = name.rsplit_once('.') else { continue };
+            let Some((interface, suffix)) = name.rsplit_once('_') else { continue };
             if let Some((program, _, direction)) = ENDPOINT_HOOKS.iter().find(|h| h.2 == suffix) {
                 out.push(AttachedProgram {
                     interface: interface.to_string(),
@@ -171,4 +164,9 @@ fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Sche
         .program_mut(name)
         .ok_or(LoaderError::Program { program: name, source: aya::programs::ProgramError::NotLoaded })?;
     prog.try_into().map_err(|source| LoaderError::Program { program: name, source })
+}
+
+/// Pin path of one hook's link. bpffs refuses '.' in names (reserved), hence the underscore.
+fn link_pin(pin_dir: &Path, interface: &str, suffix: &str) -> PathBuf {
+    pin_dir.join("links").join(format!("{interface}_{suffix}"))
 }
