@@ -291,3 +291,11 @@ impl Drop for NodeGuard {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Whether a process is still running (a zombie awaiting its reaper does not count).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}

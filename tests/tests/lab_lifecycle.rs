@@ -17,7 +17,7 @@ fn down_leaves_no_namespace_pin_or_process() {
     assert!(out.contains("is down"), "{out}");
     assert_eq!(LabGuard::leftovers(&name), Vec::<String>::new());
     for p in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "process {p} survived lab down");
+        assert!(!plexus_e2e::alive(p), "process {p} survived lab down");
     }
 }
 
@@ -33,7 +33,7 @@ fn down_after_a_crash_cleans_up() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(LabGuard::leftovers(&name), Vec::<String>::new());
     for p in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "process {p} survived");
+        assert!(!plexus_e2e::alive(p), "process {p} survived");
     }
 }
 

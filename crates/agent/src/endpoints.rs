@@ -138,7 +138,7 @@ impl Agent {
                 Some(e) => Response::Endpoint(e.clone()),
                 None => Response::NotFound,
             }),
-            Request::EndpointList => Ok(Response::Endpoints(self.state.endpoints.values().cloned().collect())),
+            Request::EndpointList => Ok(Response::Endpoints { endpoints: self.state.endpoints.values().cloned().collect() }),
             Request::Gc { valid } => self.gc(&valid).map(|()| Response::Ok),
         };
         res.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })

@@ -11,7 +11,7 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
 };
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::endpoints::Agent;
 
@@ -29,7 +29,7 @@ pub async fn serve(socket: PathBuf, agent: Arc<Mutex<Agent>>) -> anyhow::Result<
         let agent = agent.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(stream, agent).await {
-                debug!(error = %e, "API connection");
+                warn!(error = %e, "API connection");
             }
         });
     }

@@ -155,8 +155,11 @@ pub enum Response {
     Lease(IpamLease),
     /// One endpoint.
     Endpoint(Endpoint),
-    /// Endpoints.
-    Endpoints(Vec<Endpoint>),
+    /// Endpoints (a struct variant: internally tagged enums cannot carry a bare sequence).
+    Endpoints {
+        /// The endpoints.
+        endpoints: Vec<Endpoint>,
+    },
     /// Status.
     Status(Status),
     /// Nothing found.
@@ -232,5 +235,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         let e = serde_json::to_string(&Response::Error { message: "x".into() }).unwrap();
         assert_eq!(e, r#"{"result":"error","message":"x"}"#);
+        // Every response variant must serialise (a serde failure would close the connection).
+        let l = serde_json::to_string(&Response::Endpoints { endpoints: vec![] }).unwrap();
+        assert_eq!(l, r#"{"result":"endpoints","endpoints":[]}"#);
     }
 }

@@ -58,6 +58,9 @@ enum EndpointCmd {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`plexus ... | head`), as command-line tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLEXUS_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -152,7 +155,7 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn endpoint_list(cli: &Cli) -> anyhow::Result<()> {
-    let Response::Endpoints(eps) = agent(cli, Request::EndpointList)? else { bail!("unexpected answer from agent") };
+    let Response::Endpoints { endpoints: eps } = agent(cli, Request::EndpointList)? else { bail!("unexpected answer from agent") };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&eps)?);
         return Ok(());
