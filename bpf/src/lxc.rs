@@ -61,7 +61,14 @@ fn try_from_container(ctx: &TcContext) -> Result<i32, DropReason> {
 fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
     let (vihl, saddr, daddr, proto, frag_off, ttl) = unsafe {
-        ((*ip).vihl, (*ip).saddr, (*ip).daddr, (*ip).proto, u16::from_be((*ip).frag_off), (*ip).ttl)
+        (
+            (*ip).vihl,
+            (*ip).saddr,
+            (*ip).daddr,
+            (*ip).proto,
+            u16::from_be((*ip).frag_off),
+            (*ip).ttl,
+        )
     };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < 20 {
@@ -70,7 +77,9 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     let len = ctx.len();
 
     // The sender must be the endpoint that owns this veth: no spoofed source addresses.
-    let src_key = EndpointKey { ip: IpAddr6::from_v4_raw(saddr) };
+    let src_key = EndpointKey {
+        ip: IpAddr6::from_v4_raw(saddr),
+    };
     let src = unsafe { PLEXUS_ENDPOINTS.get(&src_key) }.ok_or(DropReason::InvalidSourceIp)?;
     if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
         return Err(DropReason::InvalidSourceIp);
@@ -91,7 +100,9 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     conntrack::track(&key, l4.tcp_flags, src_identity);
     notify::count_tx(src_id, len);
 
-    let dst_key = EndpointKey { ip: IpAddr6::from_v4_raw(daddr) };
+    let dst_key = EndpointKey {
+        ip: IpAddr6::from_v4_raw(daddr),
+    };
     let Some(dst) = (unsafe { PLEXUS_ENDPOINTS.get(&dst_key) }) else {
         // Not a local pod: the node itself or beyond it; the stack routes it.
         return Ok(TC_ACT_OK as i32);
@@ -106,10 +117,12 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     // Forwarding is a router hop: decrement the TTL and fix the header checksum.
     let old = u16::from_ne_bytes([ttl, proto]);
     let new = u16::from_ne_bytes([ttl - 1, proto]);
-    ctx.store(IP_TTL_OFF, &(ttl - 1), 0).map_err(|_| DropReason::ErrorWritingToPacket)?;
+    ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
+        .map_err(|_| DropReason::ErrorWritingToPacket)?;
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
         .map_err(|_| DropReason::L3ChecksumError)?;
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::ErrorWritingToPacket)?;
+    ctx.store(0, &macs, 0)
+        .map_err(|_| DropReason::ErrorWritingToPacket)?;
 
     notify::count_rx(dst_id, len);
     // Straight into the destination pod's namespace, skipping the host veth's backlog.
@@ -132,13 +145,22 @@ fn try_to_container(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(TC_ACT_OK as i32);
     }
     let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
-    let (vihl, saddr, daddr, proto, frag_off) =
-        unsafe { ((*ip).vihl, (*ip).saddr, (*ip).daddr, (*ip).proto, u16::from_be((*ip).frag_off)) };
+    let (vihl, saddr, daddr, proto, frag_off) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).saddr,
+            (*ip).daddr,
+            (*ip).proto,
+            u16::from_be((*ip).frag_off),
+        )
+    };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if ihl < 20 {
         return Err(DropReason::InvalidPacket);
     }
-    let dst_key = EndpointKey { ip: IpAddr6::from_v4_raw(daddr) };
+    let dst_key = EndpointKey {
+        ip: IpAddr6::from_v4_raw(daddr),
+    };
     let Some(dst) = (unsafe { PLEXUS_ENDPOINTS.get(&dst_key) }) else {
         return Ok(TC_ACT_OK as i32);
     };

@@ -18,8 +18,7 @@ pub static PLEXUS_EP_COUNTERS: PerCpuHashMap<u32, EndpointCounters, { m::ENDPOIN
 
 /// Connection tracking (LRU: the oldest idle flows are evicted first under pressure).
 #[btf_map]
-pub static PLEXUS_CT: LruHashMap<CtKey, CtEntry, { m::CONNTRACK_MAX as usize }> =
-    LruHashMap::new();
+pub static PLEXUS_CT: LruHashMap<CtKey, CtEntry, { m::CONNTRACK_MAX as usize }> = LruHashMap::new();
 
 /// Drops by reason code.
 #[btf_map]

@@ -72,7 +72,8 @@ pub fn l4(ctx: &TcContext, proto: u8, off: usize, first_fragment: bool) -> Resul
     }
     match proto {
         IPPROTO_TCP => {
-            let p: *const [u8; 14] = ptr_at(ctx, off).map_err(|_| DropReason::CtTruncatedOrInvalidHeader)?;
+            let p: *const [u8; 14] =
+                ptr_at(ctx, off).map_err(|_| DropReason::CtTruncatedOrInvalidHeader)?;
             let b = unsafe { &*p };
             Ok(L4 {
                 sport: u16::from_ne_bytes([b[0], b[1]]),
@@ -81,7 +82,8 @@ pub fn l4(ctx: &TcContext, proto: u8, off: usize, first_fragment: bool) -> Resul
             })
         }
         IPPROTO_UDP | IPPROTO_SCTP => {
-            let p: *const [u8; 4] = ptr_at(ctx, off).map_err(|_| DropReason::CtTruncatedOrInvalidHeader)?;
+            let p: *const [u8; 4] =
+                ptr_at(ctx, off).map_err(|_| DropReason::CtTruncatedOrInvalidHeader)?;
             let b = unsafe { &*p };
             Ok(L4 {
                 sport: u16::from_ne_bytes([b[0], b[1]]),
@@ -91,10 +93,15 @@ pub fn l4(ctx: &TcContext, proto: u8, off: usize, first_fragment: bool) -> Resul
         }
         IPPROTO_ICMP => {
             // Echo request/reply: track by identifier so a ping and its reply share one entry.
-            let p: *const [u8; 6] = ptr_at(ctx, off).map_err(|_| DropReason::CtTruncatedOrInvalidHeader)?;
+            let p: *const [u8; 6] =
+                ptr_at(ctx, off).map_err(|_| DropReason::CtTruncatedOrInvalidHeader)?;
             let b = unsafe { &*p };
             let id = u16::from_ne_bytes([b[4], b[5]]);
-            Ok(L4 { sport: id, dport: id, tcp_flags: 0 })
+            Ok(L4 {
+                sport: id,
+                dport: id,
+                tcp_flags: 0,
+            })
         }
         _ => Ok(L4::default()),
     }

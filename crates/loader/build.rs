@@ -8,9 +8,15 @@ fn main() -> anyhow::Result<()> {
     let abi_dir = root.join("crates/abi");
     // aya-build watches the kernel crate; the ABI crate it depends on must trigger a rebuild too.
     println!("cargo:rerun-if-changed={}", abi_dir.display());
-    let bpf_dir = bpf_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    let bpf_dir = bpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "plexus-ebpf", root_dir: bpf_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "plexus-ebpf",
+            root_dir: bpf_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }

@@ -13,9 +13,17 @@ use serde_json::Value;
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
     for b in ["plexus", "plexus-agent", "plexus-cni", "plexus-workload"] {
-        assert!(dir.join(b).exists(), "{} missing: run `cargo build --bins` first", dir.join(b).display());
+        assert!(
+            dir.join(b).exists(),
+            "{} missing: run `cargo build --bins` first",
+            dir.join(b).display()
+        );
     }
     dir
 }
@@ -28,7 +36,11 @@ pub fn bin(name: &str) -> PathBuf {
 /// A name unique to this process and call, made of lowercase letters and digits.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}{}{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Output of a command, as text.
@@ -63,7 +75,9 @@ pub struct LabGuard {
 impl LabGuard {
     /// Brings a fresh lab up from manifest files (panics with the CLI's output on failure).
     pub fn up(prefix: &str, files: &[&Path]) -> Self {
-        let g = LabGuard { name: unique(prefix) };
+        let g = LabGuard {
+            name: unique(prefix),
+        };
         let mut args = vec!["lab", "up"];
         let f: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
         for p in &f {
@@ -76,13 +90,23 @@ impl LabGuard {
 
     /// Runs `plexus --lab NAME ARGS...`.
     pub fn plexus(&self, args: &[&str]) -> Run {
-        Command::new(bin("plexus")).arg("--lab").arg(&self.name).args(args).output().expect("running plexus").into()
+        Command::new(bin("plexus"))
+            .arg("--lab")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("running plexus")
+            .into()
     }
 
     /// Runs the CLI and panics unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.plexus(args);
-        assert!(r.ok, "plexus {args:?} failed ({:?}):\n{}\n{}", r.code, r.stdout, r.stderr);
+        assert!(
+            r.ok,
+            "plexus {args:?} failed ({:?}):\n{}\n{}",
+            r.code, r.stdout, r.stderr
+        );
         r.stdout
     }
 
@@ -96,34 +120,68 @@ impl LabGuard {
 
     /// The reachability grid for `port`/`protocol` over all pods: (pods, rows of bools).
     pub fn matrix(&self, port: u16, protocol: &str) -> (Vec<String>, Vec<Vec<bool>>) {
-        let v = self.json(&["lab", "matrix", "--port", &port.to_string(), "--protocol", protocol]);
-        let pods = v["pods"].as_array().expect("pods").iter().map(|p| p.as_str().unwrap_or_default().to_string()).collect();
+        let v = self.json(&[
+            "lab",
+            "matrix",
+            "--port",
+            &port.to_string(),
+            "--protocol",
+            protocol,
+        ]);
+        let pods = v["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .map(|p| p.as_str().unwrap_or_default().to_string())
+            .collect();
         let grid = v["matrix"]
             .as_array()
             .expect("matrix")
             .iter()
-            .map(|r| r.as_array().expect("row").iter().map(|c| c.as_bool().unwrap_or(false)).collect())
+            .map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|c| c.as_bool().unwrap_or(false))
+                    .collect()
+            })
             .collect();
         (pods, grid)
     }
 
     /// One probe, as JSON.
     pub fn probe(&self, src: &str, dst: &str, port: u16, protocol: &str) -> Value {
-        let r = self.plexus(&["lab", "probe", src, dst, "--port", &port.to_string(), "--protocol", protocol, "--json"]);
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("probe: bad JSON {e}: {} {}", r.stdout, r.stderr))
+        let r = self.plexus(&[
+            "lab",
+            "probe",
+            src,
+            dst,
+            "--port",
+            &port.to_string(),
+            "--protocol",
+            protocol,
+            "--json",
+        ]);
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("probe: bad JSON {e}: {} {}", r.stdout, r.stderr))
     }
 
     /// Named network namespace of a pod.
     pub fn pod_netns(&self, pod: &str) -> PathBuf {
         let pods = self.json(&["lab", "pods"]);
-        let ns = pods[pod]["netns"].as_str().unwrap_or_else(|| panic!("pod {pod} not in lab"));
+        let ns = pods[pod]["netns"]
+            .as_str()
+            .unwrap_or_else(|| panic!("pod {pod} not in lab"));
         plexus_netdev::netns_path(ns)
     }
 
     /// A pod's IPv4 address.
     pub fn pod_ip(&self, pod: &str) -> String {
         let pods = self.json(&["lab", "pods"]);
-        pods[pod]["ip"].as_str().unwrap_or_else(|| panic!("pod {pod} not in lab")).to_string()
+        pods[pod]["ip"]
+            .as_str()
+            .unwrap_or_else(|| panic!("pod {pod} not in lab"))
+            .to_string()
     }
 
     /// Leftovers of this lab on the machine: namespaces, pins, processes.
@@ -142,7 +200,9 @@ impl LabGuard {
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
-        let _ = Command::new(bin("plexus")).args(["--lab", &self.name, "lab", "down"]).output();
+        let _ = Command::new(bin("plexus"))
+            .args(["--lab", &self.name, "lab", "down"])
+            .output();
     }
 }
 
@@ -205,7 +265,14 @@ impl NodeGuard {
         plexus_netdev::netns_add(&netns).expect("node netns");
         let dir = std::env::temp_dir().join(format!("plexus-node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
-        let mut g = NodeGuard { name: name.clone(), netns, socket: dir.join("agent.sock"), dir, agent: None, pods: Vec::new() };
+        let mut g = NodeGuard {
+            name: name.clone(),
+            netns,
+            socket: dir.join("agent.sock"),
+            dir,
+            agent: None,
+            pods: Vec::new(),
+        };
         g.start_agent();
         g
     }
@@ -214,10 +281,19 @@ impl NodeGuard {
     pub fn start_agent(&mut self) {
         let log = std::fs::File::create(self.dir.join("agent.log")).expect("log");
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", plexus_netdev::netns_path(&self.netns).display()))
+            .arg(format!(
+                "--net={}",
+                plexus_netdev::netns_path(&self.netns).display()
+            ))
             .arg("--")
             .arg(bin("plexus-agent"))
-            .args(["--node", &self.name, "--pod-cidr", "10.245.0.0/24", "--socket"])
+            .args([
+                "--node",
+                &self.name,
+                "--pod-cidr",
+                "10.245.0.0/24",
+                "--socket",
+            ])
             .arg(&self.socket)
             .arg("--state-dir")
             .arg(self.dir.join("state"))
@@ -227,12 +303,21 @@ impl NodeGuard {
             .expect("agent");
         self.agent = Some(child);
         for _ in 0..200 {
-            if plexus_api::call(&self.socket, &plexus_api::Request::Health, std::time::Duration::from_secs(1)).is_ok() {
+            if plexus_api::call(
+                &self.socket,
+                &plexus_api::Request::Health,
+                std::time::Duration::from_secs(1),
+            )
+            .is_ok()
+            {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("agent did not start: {}", std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default());
+        panic!(
+            "agent did not start: {}",
+            std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+        );
     }
 
     /// Stops the agent (SIGKILL).
@@ -252,7 +337,10 @@ impl NodeGuard {
 
     /// The CNI network configuration pointing at this node's agent.
     pub fn conf(&self, version: &str) -> String {
-        format!(r#"{{"cniVersion":"{version}","name":"plexus","type":"plexus-cni","agentSocket":"{}"}}"#, self.socket.display())
+        format!(
+            r#"{{"cniVersion":"{version}","name":"plexus","type":"plexus-cni","agentSocket":"{}"}}"#,
+            self.socket.display()
+        )
     }
 
     /// Runs the CNI plugin in the node's namespace with `env` and `stdin`; returns (success,
@@ -260,22 +348,35 @@ impl NodeGuard {
     pub fn cni(&self, env: &[(&str, &str)], stdin: &str) -> (bool, Value) {
         use std::io::Write;
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", plexus_netdev::netns_path(&self.netns).display()))
-            .arg("--")
-            .arg(bin("plexus-cni"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        cmd.arg(format!(
+            "--net={}",
+            plexus_netdev::netns_path(&self.netns).display()
+        ))
+        .arg("--")
+        .arg(bin("plexus-cni"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("plexus-cni");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
         let out = child.wait_with_output().expect("plexus-cni output");
         let text = String::from_utf8_lossy(&out.stdout);
-        let v = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("CNI output not JSON ({e}): {text}")) };
+        let v = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("CNI output not JSON ({e}): {text}"))
+        };
         (out.status.success(), v)
     }
 }
@@ -288,6 +389,7 @@ impl Drop for NodeGuard {
         }
         let _ = plexus_netdev::netns_del(&self.netns);
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/plexus/{}", self.name));
+        let _ = std::fs::remove_dir("/sys/fs/bpf/plexus");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -295,7 +397,12 @@ impl Drop for NodeGuard {
 /// Whether a process is still running (a zombie awaiting its reaper does not count).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

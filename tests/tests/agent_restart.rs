@@ -27,7 +27,9 @@ fn iperf_stream_survives_agent_crash_and_restart() {
     thread::sleep(Duration::from_millis(300));
     let client = Command::new("nsenter")
         .arg(format!("--net={}", client_ns.display()))
-        .args(["iperf3", "-c", &ip_b, "-p", "5201", "-t", "6", "-i", "0.2", "-J"])
+        .args([
+            "iperf3", "-c", &ip_b, "-p", "5201", "-t", "6", "-i", "0.2", "-J",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,14 +43,26 @@ fn iperf_stream_survives_agent_crash_and_restart() {
     let _ = server.wait();
     assert!(crash.ok, "restart after crash: {}", crash.stderr);
     assert!(graceful.ok, "graceful restart: {}", graceful.stderr);
-    assert!(out.status.success(), "iperf3 failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "iperf3 failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
     assert!(v.get("error").is_none(), "iperf3 error: {}", v["error"]);
     let intervals = v["intervals"].as_array().expect("intervals");
-    assert!(intervals.len() >= 28, "expected ~30 intervals of 0.2 s, got {}", intervals.len());
+    assert!(
+        intervals.len() >= 28,
+        "expected ~30 intervals of 0.2 s, got {}",
+        intervals.len()
+    );
     for (i, iv) in intervals.iter().enumerate() {
         let bytes = iv["sum"]["bytes"].as_u64().unwrap_or(0);
-        assert!(bytes > 0, "interval {i} ({}s) moved no data: the stream stalled", iv["sum"]["start"]);
+        assert!(
+            bytes > 0,
+            "interval {i} ({}s) moved no data: the stream stalled",
+            iv["sum"]["start"]
+        );
     }
     // The restarted agent still has its endpoints and the datapath still forwards.
     assert_eq!(lab.json(&["status"])["endpoints"], 2);

@@ -5,12 +5,27 @@ use plexus_e2e::NodeGuard;
 use serde_json::Value;
 
 fn env<'a>(cmd: &'a str, id: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", id), ("CNI_NETNS", netns), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/opt/cni/bin"), ("CNI_ARGS", "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p1")]
+    vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        ("CNI_ARGS", "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p1"),
+    ]
 }
 
 fn ping(netns: &std::path::Path, ip: &str) -> bool {
     std::process::Command::new("nsenter")
-        .args([&format!("--net={}", netns.display()), "ping", "-c", "1", "-W", "2", ip])
+        .args([
+            &format!("--net={}", netns.display()),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            ip,
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -31,19 +46,37 @@ fn add_returns_a_spec_result_and_wires_the_pod() {
     assert_eq!(ifs[1]["name"], "eth0");
     assert_eq!(ifs[1]["sandbox"], ns1s.as_str());
     let ip = &r["ips"][0];
-    assert_eq!(ip["interface"], 1, "the address is on the sandbox interface");
+    assert_eq!(
+        ip["interface"], 1,
+        "the address is on the sandbox interface"
+    );
     assert_eq!(ip["gateway"], "10.245.0.1");
-    let addr1 = ip["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let addr1 = ip["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     assert!(addr1.starts_with("10.245.0."), "{addr1}");
     assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
     assert_eq!(r["routes"][0]["gw"], "10.245.0.1");
-    assert!(ip.get("version").is_none(), "1.x results carry no ip version");
+    assert!(
+        ip.get("version").is_none(),
+        "1.x results carry no ip version"
+    );
 
     // A legacy 0.4.0 configuration gets the 0.4 result shape.
     let (ok, r2) = node.cni(&env("ADD", "c2", &ns2s), &node.conf("0.4.0"));
     assert!(ok, "{r2}");
     assert_eq!(r2["ips"][0]["version"], "4");
-    let addr2 = r2["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let addr2 = r2["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     assert_ne!(addr1, addr2);
     assert!(ping(&ns1, &addr2), "pod 1 cannot reach pod 2");
 
@@ -71,14 +104,25 @@ fn del_is_idempotent_and_safe_on_half_created_pods() {
         assert_eq!(r, Value::Null, "DEL prints nothing on success");
     }
     let node_ns = plexus_netdev::netns_path(&node.netns);
-    assert!(plexus_netdev::link(Some(&node_ns), &host).unwrap().is_none(), "host veth removed");
+    assert!(
+        plexus_netdev::link(Some(&node_ns), &host)
+            .unwrap()
+            .is_none(),
+        "host veth removed"
+    );
     // DEL of a container never added, with its netns already gone.
-    let (ok, r) = node.cni(&env("DEL", "never", "/run/netns/does-not-exist"), &node.conf("1.1.0"));
+    let (ok, r) = node.cni(
+        &env("DEL", "never", "/run/netns/does-not-exist"),
+        &node.conf("1.1.0"),
+    );
     assert!(ok, "{r}");
     // Half-created: the address was leased but the plugin died before wiring the veth.
     let lease = plexus_api::call(
         &node.socket,
-        &plexus_api::Request::IpamAllocate(plexus_api::Attachment { container_id: "half".into(), ifname: "eth0".into() }),
+        &plexus_api::Request::IpamAllocate(plexus_api::Attachment {
+            container_id: "half".into(),
+            ifname: "eth0".into(),
+        }),
         std::time::Duration::from_secs(5),
     )
     .unwrap();
@@ -86,7 +130,10 @@ fn del_is_idempotent_and_safe_on_half_created_pods() {
     let (ok, r) = node.cni(&env("DEL", "half", &nss), &node.conf("1.1.0"));
     assert!(ok, "{r}");
     let st = std::fs::read_to_string(node.dir.join("state/state.json")).unwrap();
-    assert!(!st.contains("half/eth0"), "the half-created pod's address was released: {st}");
+    assert!(
+        !st.contains("half/eth0"),
+        "the half-created pod's address was released: {st}"
+    );
 }
 
 #[test]
@@ -94,8 +141,16 @@ fn version_status_gc_and_error_codes() {
     let mut node = NodeGuard::start("cniver");
     let (ok, v) = node.cni(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.1.0"}"#);
     assert!(ok);
-    let sv: Vec<&str> = v["supportedVersions"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-    assert!(sv.contains(&"1.1.0") && sv.contains(&"1.0.0") && sv.contains(&"0.4.0"), "{v}");
+    let sv: Vec<&str> = v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert!(
+        sv.contains(&"1.1.0") && sv.contains(&"1.0.0") && sv.contains(&"0.4.0"),
+        "{v}"
+    );
 
     let (ok, s) = node.cni(&[("CNI_COMMAND", "STATUS")], &node.conf("1.1.0"));
     assert!(ok, "{s}");
@@ -104,15 +159,25 @@ fn version_status_gc_and_error_codes() {
     let keep = node.pod_netns().display().to_string();
     let drop_ns = node.pod_netns().display().to_string();
     assert!(node.cni(&env("ADD", "keep", &keep), &node.conf("1.1.0")).0);
-    assert!(node.cni(&env("ADD", "gone", &drop_ns), &node.conf("1.1.0")).0);
+    assert!(
+        node.cni(&env("ADD", "gone", &drop_ns), &node.conf("1.1.0"))
+            .0
+    );
     let gc = format!(
         r#"{{"cniVersion":"1.1.0","name":"plexus","type":"plexus-cni","agentSocket":"{}","cni.dev/valid-attachments":[{{"containerID":"keep","ifname":"eth0"}}]}}"#,
         node.socket.display()
     );
     let (ok, r) = node.cni(&[("CNI_COMMAND", "GC")], &gc);
     assert!(ok, "{r}");
-    assert!(node.cni(&env("CHECK", "keep", &keep), &node.conf("1.1.0")).0);
-    assert!(!node.cni(&env("CHECK", "gone", &drop_ns), &node.conf("1.1.0")).0);
+    assert!(
+        node.cni(&env("CHECK", "keep", &keep), &node.conf("1.1.0"))
+            .0
+    );
+    assert!(
+        !node
+            .cni(&env("CHECK", "gone", &drop_ns), &node.conf("1.1.0"))
+            .0
+    );
 
     // Spec error codes.
     let (ok, e) = node.cni(&[("CNI_COMMAND", "ADD")], &node.conf("1.1.0"));

@@ -15,7 +15,10 @@ fn every_pod_reaches_every_pod_over_tcp_and_udp() {
     for proto in ["TCP", "UDP"] {
         let (pods, grid) = lab.matrix(80, proto);
         assert_eq!(pods.len(), 6, "{pods:?}");
-        assert!(all_connected(&grid), "{proto} matrix has a blocked pair: {grid:?}");
+        assert!(
+            all_connected(&grid),
+            "{proto} matrix has a blocked pair: {grid:?}"
+        );
     }
     // The text grid reads like the conformance cases: header of destinations, `.` per cell.
     let text = lab.ok(&["lab", "matrix", "--port", "80", "--protocol", "TCP"]);
@@ -45,20 +48,46 @@ fn forwarding_is_done_by_the_datapath_and_counted() {
     }
     let after = lab.json(&["bpf", "endpoint", "list"]);
     let count = |v: &serde_json::Value, ip: &str, field: &str| {
-        v.as_array().unwrap().iter().find(|e| e["ip"] == ip).map(|e| e[field].as_u64().unwrap()).unwrap_or(0)
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["ip"] == ip)
+            .map(|e| e[field].as_u64().unwrap())
+            .unwrap_or(0)
     };
     // 5 connections of at least 3 packets each were delivered to b by a redirect.
-    assert!(count(&after, &ip_b, "rx_packets") >= count(&before, &ip_b, "rx_packets") + 15, "{after}");
-    assert!(count(&after, &ip_b, "tx_packets") >= count(&before, &ip_b, "tx_packets") + 10, "{after}");
+    assert!(
+        count(&after, &ip_b, "rx_packets") >= count(&before, &ip_b, "rx_packets") + 15,
+        "{after}"
+    );
+    assert!(
+        count(&after, &ip_b, "tx_packets") >= count(&before, &ip_b, "tx_packets") + 10,
+        "{after}"
+    );
     // Conntrack saw the connections, with replies.
     let ct = lab.json(&["bpf", "ct", "list"]);
-    assert!(ct.as_array().unwrap().iter().any(|c| c["dst"] == ip_b.as_str() && c["dport"] == 80 && c["rx_packets"].as_u64().unwrap() > 0), "{ct}");
+    assert!(
+        ct.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["dst"] == ip_b.as_str()
+                && c["dport"] == 80
+                && c["rx_packets"].as_u64().unwrap() > 0),
+        "{ct}"
+    );
     // No bridge and no iptables in the node: pod-to-pod must be our redirect.
     let status = lab.json(&["status"]);
     assert_eq!(status["endpoints"], 2);
-    assert_eq!(status["programs"].as_array().unwrap().len(), 4, "ingress+egress on each veth: {status}");
+    assert_eq!(
+        status["programs"].as_array().unwrap().len(),
+        4,
+        "ingress+egress on each veth: {status}"
+    );
     let eps = lab.ok(&["endpoint", "list"]);
-    assert!(eps.contains("x/a") && eps.contains("ready") && eps.contains(&ip_b), "{eps}");
+    assert!(
+        eps.contains("x/a") && eps.contains("ready") && eps.contains(&ip_b),
+        "{eps}"
+    );
 }
 
 #[test]
@@ -75,7 +104,10 @@ fn recreated_pod_gets_a_new_working_address() {
     assert_eq!(lab.probe("x/a", &old_ip, 80, "TCP")["connected"], false);
     lab.ok(&["lab", "apply", "-f", b.0.to_str().unwrap()]);
     let new_ip = lab.pod_ip("x/b");
-    assert_ne!(new_ip, old_ip, "a released address is not handed out again right away");
+    assert_ne!(
+        new_ip, old_ip,
+        "a released address is not handed out again right away"
+    );
     let p = lab.probe("x/a", "x/b", 80, "TCP");
     assert_eq!(p["connected"], true, "{p}");
     assert_eq!(p["reply"], "x/b");
@@ -91,13 +123,33 @@ fn node_reaches_pods_and_pods_reach_node() {
     let st = lab.json(&["lab", "pods"]);
     let node_netns = format!("/run/netns/plx-{}-node1", lab.name);
     let out = std::process::Command::new("nsenter")
-        .args([&format!("--net={node_netns}"), "ping", "-c", "1", "-W", "2", &ip])
+        .args([
+            &format!("--net={node_netns}"),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &ip,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "node -> pod ping: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "node -> pod ping: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The pod reaches the node's router address (10.244.0.1).
     let out = std::process::Command::new("nsenter")
-        .args([&format!("--net={}", lab.pod_netns("x/a").display()), "ping", "-c", "1", "-W", "2", "10.244.0.1"])
+        .args([
+            &format!("--net={}", lab.pod_netns("x/a").display()),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "10.244.0.1",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "pod -> node ping failed: {st}");

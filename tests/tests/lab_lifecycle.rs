@@ -71,7 +71,11 @@ fn bad_manifests_are_refused_and_change_nothing() {
         let r = lab.plexus(&["lab", "apply", "-f", f.0.to_str().unwrap()]);
         assert!(!r.ok, "{file} was accepted");
         for w in wants {
-            assert!(r.stderr.contains(w), "{file}: error does not name {w:?}: {}", r.stderr);
+            assert!(
+                r.stderr.contains(w),
+                "{file}: error does not name {w:?}: {}",
+                r.stderr
+            );
         }
         assert_eq!(lab.json(&["lab", "pods"]), before, "{file} changed the lab");
     }
@@ -79,9 +83,16 @@ fn bad_manifests_are_refused_and_change_nothing() {
     // `up` refuses bad input before creating anything.
     let bad = TempFile::yaml("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: BAD_NAME\nspec:\n  containers:\n  - name: c\n");
     let name = unique("badup");
-    let r = Command::new(bin("plexus")).args(["--lab", &name, "lab", "up", "-f", bad.0.to_str().unwrap()]).output().unwrap();
+    let r = Command::new(bin("plexus"))
+        .args(["--lab", &name, "lab", "up", "-f", bad.0.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("BAD_NAME"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("BAD_NAME"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     assert_eq!(LabGuard::leftovers(&name), Vec::<String>::new());
 }
 
@@ -107,7 +118,11 @@ fn deployments_become_pods_and_scale() {
     let m1 = TempFile::yaml("d.yaml", &deploy(1));
     lab.ok(&["lab", "apply", "-f", m1.0.to_str().unwrap()]);
     assert_eq!(lab.json(&["lab", "pods"]).as_object().unwrap().len(), 1);
-    assert_eq!(lab.json(&["status"])["endpoints"], 1, "scaled-down pods leave the agent too");
+    assert_eq!(
+        lab.json(&["status"])["endpoints"],
+        1,
+        "scaled-down pods leave the agent too"
+    );
 }
 
 /// PIDs of processes in the lab's namespaces.

@@ -17,7 +17,9 @@ impl IpAddr6 {
     /// straight from an IPv4 header).
     #[inline(always)]
     pub const fn from_v4_raw(raw: u32) -> Self {
-        Self { words: [0, 0, V4_MAPPED_WORD, raw] }
+        Self {
+            words: [0, 0, V4_MAPPED_WORD, raw],
+        }
     }
 
     /// The IPv4-mapped form of an IPv4 address given as its four octets.

@@ -35,11 +35,19 @@ pub struct Agent {
 impl Agent {
     /// Loads saved state and the datapath (adopting pinned maps and links), sets up the node's
     /// router address, and re-programs every known endpoint.
-    pub fn start(node: &str, pod_cidr: Cidr, state_dir: &Path, bpf_dir: &Path) -> anyhow::Result<Self> {
+    pub fn start(
+        node: &str,
+        pod_cidr: Cidr,
+        state_dir: &Path,
+        bpf_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let store = Store::open(state_dir)?;
         let state = match store.load()? {
             Some(s) if s.ipam.cidr() == pod_cidr => s,
-            Some(s) => bail!("saved state is for pod CIDR {}, not {pod_cidr}", s.ipam.cidr()),
+            Some(s) => bail!(
+                "saved state is for pod CIDR {}, not {pod_cidr}",
+                s.ipam.cidr()
+            ),
             None => State::new(Ipam::new(pod_cidr)),
         };
         let datapath = Datapath::load(bpf_dir).context("loading the datapath")?;
@@ -68,7 +76,9 @@ impl Agent {
     fn restore(&mut self) -> anyhow::Result<()> {
         let keys: Vec<String> = self.state.endpoints.keys().cloned().collect();
         for k in keys {
-            let Some(ep) = self.state.endpoints.get(&k).cloned() else { continue };
+            let Some(ep) = self.state.endpoints.get(&k).cloned() else {
+                continue;
+            };
             let state = match node::ifindex(&ep.spec.host_ifname) {
                 Some(idx) if idx == ep.spec.host_ifindex => match self.program(&ep) {
                     Ok(()) => EndpointState::Ready,
@@ -96,9 +106,15 @@ impl Agent {
 
     /// Puts an endpoint into the datapath: programs on its veth, its map entry, its route.
     fn program(&mut self, ep: &Endpoint) -> anyhow::Result<()> {
-        let ip: Ipv4Addr = ep.spec.ipv4.parse().with_context(|| format!("endpoint ipv4 {:?}", ep.spec.ipv4))?;
-        let pod_mac = parse_mac(&ep.spec.pod_mac).ok_or_else(|| anyhow!("endpoint pod_mac {:?} is not a MAC", ep.spec.pod_mac))?;
-        let host_mac = parse_mac(&ep.spec.host_mac).ok_or_else(|| anyhow!("endpoint host_mac {:?} is not a MAC", ep.spec.host_mac))?;
+        let ip: Ipv4Addr = ep
+            .spec
+            .ipv4
+            .parse()
+            .with_context(|| format!("endpoint ipv4 {:?}", ep.spec.ipv4))?;
+        let pod_mac = parse_mac(&ep.spec.pod_mac)
+            .ok_or_else(|| anyhow!("endpoint pod_mac {:?} is not a MAC", ep.spec.pod_mac))?;
+        let host_mac = parse_mac(&ep.spec.host_mac)
+            .ok_or_else(|| anyhow!("endpoint host_mac {:?} is not a MAC", ep.spec.host_mac))?;
         self.datapath.attach_endpoint(&ep.spec.host_ifname)?;
         let info = EndpointInfo {
             ifindex: ep.spec.host_ifindex,
@@ -108,8 +124,18 @@ impl Agent {
             identity: 0,
             flags: 0,
         };
-        self.maps()?.upsert_endpoint(EndpointKey { ip: IpAddr6::from_v4_octets(ip.octets()) }, info)?;
-        node::add_pod_route(ip, self.state.ipam.gateway(), &ep.spec.host_ifname, &ep.spec.pod_mac)?;
+        self.maps()?.upsert_endpoint(
+            EndpointKey {
+                ip: IpAddr6::from_v4_octets(ip.octets()),
+            },
+            info,
+        )?;
+        node::add_pod_route(
+            ip,
+            self.state.ipam.gateway(),
+            &ep.spec.host_ifname,
+            &ep.spec.pod_mac,
+        )?;
         Ok(())
     }
 
@@ -117,7 +143,12 @@ impl Agent {
     fn unprogram(&mut self, ep: &Endpoint) {
         if let Ok(ip) = ep.spec.ipv4.parse::<Ipv4Addr>() {
             if let Ok(maps) = self.maps() {
-                if let Err(e) = maps.remove_endpoint(&EndpointKey { ip: IpAddr6::from_v4_octets(ip.octets()) }, ep.id) {
+                if let Err(e) = maps.remove_endpoint(
+                    &EndpointKey {
+                        ip: IpAddr6::from_v4_octets(ip.octets()),
+                    },
+                    ep.id,
+                ) {
                     warn!(endpoint = ep.id, error = %e, "removing endpoint from map");
                 }
             }
@@ -138,10 +169,14 @@ impl Agent {
                 Some(e) => Response::Endpoint(e.clone()),
                 None => Response::NotFound,
             }),
-            Request::EndpointList => Ok(Response::Endpoints { endpoints: self.state.endpoints.values().cloned().collect() }),
+            Request::EndpointList => Ok(Response::Endpoints {
+                endpoints: self.state.endpoints.values().cloned().collect(),
+            }),
             Request::Gc { valid } => self.gc(&valid).map(|()| Response::Ok),
         };
-        res.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
+        res.unwrap_or_else(|e| Response::Error {
+            message: format!("{e:#}"),
+        })
     }
 
     fn lease(&self, ip: Ipv4Addr) -> IpamLease {
@@ -161,18 +196,26 @@ impl Agent {
 
     fn create(&mut self, spec: EndpointSpec) -> anyhow::Result<Endpoint> {
         let owner = spec.attachment.owner();
-        let leased = self
-            .state
-            .ipam
-            .owned_by(&owner)
-            .ok_or_else(|| anyhow!("endpoint {owner}: no address was allocated for this attachment"))?;
+        let leased = self.state.ipam.owned_by(&owner).ok_or_else(|| {
+            anyhow!("endpoint {owner}: no address was allocated for this attachment")
+        })?;
         if spec.ipv4 != leased.to_string() {
-            bail!("endpoint {owner}: field ipv4 is {} but the address leased to it is {leased}", spec.ipv4);
+            bail!(
+                "endpoint {owner}: field ipv4 is {} but the address leased to it is {leased}",
+                spec.ipv4
+            );
         }
         match node::ifindex(&spec.host_ifname) {
             Some(i) if i == spec.host_ifindex => {}
-            Some(i) => bail!("endpoint {owner}: field host_ifindex is {} but {} has ifindex {i}", spec.host_ifindex, spec.host_ifname),
-            None => bail!("endpoint {owner}: field host_ifname {:?} does not exist on the node", spec.host_ifname),
+            Some(i) => bail!(
+                "endpoint {owner}: field host_ifindex is {} but {} has ifindex {i}",
+                spec.host_ifindex,
+                spec.host_ifname
+            ),
+            None => bail!(
+                "endpoint {owner}: field host_ifname {:?} does not exist on the node",
+                spec.host_ifname
+            ),
         }
         let key = State::key(&spec.attachment);
         let id = match self.state.endpoints.get(&key) {
@@ -183,7 +226,11 @@ impl Agent {
                 id
             }
         };
-        let mut ep = Endpoint { id, spec, state: EndpointState::WaitingForWiring };
+        let mut ep = Endpoint {
+            id,
+            spec,
+            state: EndpointState::WaitingForWiring,
+        };
         self.state.endpoints.insert(key.clone(), ep.clone());
         self.save()?;
         if let Err(e) = self.program(&ep) {
@@ -209,13 +256,26 @@ impl Agent {
     }
 
     fn gc(&mut self, valid: &[Attachment]) -> anyhow::Result<()> {
-        let keep: std::collections::BTreeSet<String> = valid.iter().map(Attachment::owner).collect();
-        let stale: Vec<Endpoint> = self.state.endpoints.iter().filter(|(k, _)| !keep.contains(*k)).map(|(_, e)| e.clone()).collect();
+        let keep: std::collections::BTreeSet<String> =
+            valid.iter().map(Attachment::owner).collect();
+        let stale: Vec<Endpoint> = self
+            .state
+            .endpoints
+            .iter()
+            .filter(|(k, _)| !keep.contains(*k))
+            .map(|(_, e)| e.clone())
+            .collect();
         for ep in stale {
             self.delete(&ep.spec.attachment)?;
         }
-        let stale_leases: Vec<String> =
-            self.state.ipam.allocations().values().filter(|o| !keep.contains(*o)).cloned().collect();
+        let stale_leases: Vec<String> = self
+            .state
+            .ipam
+            .allocations()
+            .values()
+            .filter(|o| !keep.contains(*o))
+            .cloned()
+            .collect();
         for owner in stale_leases {
             self.state.ipam.release(&owner);
         }
@@ -242,8 +302,16 @@ impl Agent {
             bpf_dir: self.bpf_dir.display().to_string(),
             programs,
             maps: vec![
-                (m::ENDPOINTS.to_string(), maps.endpoint_count()? as u64, m::ENDPOINTS_MAX as u64),
-                (m::CONNTRACK.to_string(), maps.conntrack()?.len() as u64, m::CONNTRACK_MAX as u64),
+                (
+                    m::ENDPOINTS.to_string(),
+                    maps.endpoint_count()? as u64,
+                    m::ENDPOINTS_MAX as u64,
+                ),
+                (
+                    m::CONNTRACK.to_string(),
+                    maps.conntrack()?.len() as u64,
+                    m::CONNTRACK_MAX as u64,
+                ),
             ],
             endpoints: self.state.endpoints.len(),
             drops,

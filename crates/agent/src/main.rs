@@ -43,14 +43,31 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let socket = args.socket.clone().unwrap_or_else(|| PathBuf::from(format!("/run/plexus/{}/agent.sock", args.node)));
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| PathBuf::from(format!("/var/lib/plexus/{}", args.node)));
-    let pod_cidr = args.pod_cidr.parse().with_context(|| format!("--pod-cidr {}", args.pod_cidr))?;
-    let agent = Agent::start(&args.node, pod_cidr, &state_dir, &args.bpf_root.join(&args.node))
-        .context("starting the agent")?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/run/plexus/{}/agent.sock", args.node)));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/var/lib/plexus/{}", args.node)));
+    let pod_cidr = args
+        .pod_cidr
+        .parse()
+        .with_context(|| format!("--pod-cidr {}", args.pod_cidr))?;
+    let agent = Agent::start(
+        &args.node,
+        pod_cidr,
+        &state_dir,
+        &args.bpf_root.join(&args.node),
+    )
+    .context("starting the agent")?;
     let agent = Arc::new(std::sync::Mutex::new(agent));
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let server = server::serve(socket.clone(), agent.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -12,19 +12,69 @@ pub const HOST_DEVICE: &str = "plexus_host";
 pub fn ensure_router(gateway: Ipv4Addr) -> Result<(), NetdevError> {
     if link(None, HOST_DEVICE)?.is_none() {
         // A veth pair rather than a dummy: the dummy driver is not on every kernel.
-        ip(None, &["link", "add", HOST_DEVICE, "type", "veth", "peer", "name", "plexus_net"])?;
+        ip(
+            None,
+            &[
+                "link",
+                "add",
+                HOST_DEVICE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "plexus_net",
+            ],
+        )?;
         ip(None, &["link", "set", "plexus_net", "up"])?;
     }
-    ip(None, &["addr", "replace", &format!("{gateway}/32"), "dev", HOST_DEVICE])?;
+    ip(
+        None,
+        &[
+            "addr",
+            "replace",
+            &format!("{gateway}/32"),
+            "dev",
+            HOST_DEVICE,
+        ],
+    )?;
     ip(None, &["link", "set", HOST_DEVICE, "up"])?;
     Ok(())
 }
 
 /// Route and permanent neighbour entry for a pod behind its host-side veth, so the node reaches
 /// the pod without ARP and with the router address as source.
-pub fn add_pod_route(pod: Ipv4Addr, gateway: Ipv4Addr, host_if: &str, pod_mac: &str) -> Result<(), NetdevError> {
-    ip(None, &["route", "replace", &format!("{pod}/32"), "dev", host_if, "src", &gateway.to_string()])?;
-    ip(None, &["neigh", "replace", &pod.to_string(), "lladdr", pod_mac, "dev", host_if, "nud", "permanent"])?;
+pub fn add_pod_route(
+    pod: Ipv4Addr,
+    gateway: Ipv4Addr,
+    host_if: &str,
+    pod_mac: &str,
+) -> Result<(), NetdevError> {
+    ip(
+        None,
+        &[
+            "route",
+            "replace",
+            &format!("{pod}/32"),
+            "dev",
+            host_if,
+            "src",
+            &gateway.to_string(),
+        ],
+    )?;
+    ip(
+        None,
+        &[
+            "neigh",
+            "replace",
+            &pod.to_string(),
+            "lladdr",
+            pod_mac,
+            "dev",
+            host_if,
+            "nud",
+            "permanent",
+        ],
+    )?;
     Ok(())
 }
 

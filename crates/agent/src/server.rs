@@ -22,7 +22,8 @@ pub async fn serve(socket: PathBuf, agent: Arc<Mutex<Agent>>) -> anyhow::Result<
     }
     // A socket file left by a crashed agent would make bind fail.
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "API listening");
     loop {
         let (stream, _) = listener.accept().await?;
@@ -40,14 +41,20 @@ async fn connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> anyhow::Res
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => tokio::task::spawn_blocking(move || match agent.lock() {
-            Ok(mut a) => a.handle(req),
-            Err(_) => Response::Error { message: "agent state poisoned".into() },
-        })
-        .await?,
+        Ok(req) => {
+            tokio::task::spawn_blocking(move || match agent.lock() {
+                Ok(mut a) => a.handle(req),
+                Err(_) => Response::Error {
+                    message: "agent state poisoned".into(),
+                },
+            })
+            .await?
+        }
         Err(e) => {
             warn!(error = %e, "bad API request");
-            Response::Error { message: format!("bad request: {e}") }
+            Response::Error {
+                message: format!("bad request: {e}"),
+            }
         }
     };
     let mut out = serde_json::to_vec(&resp)?;

@@ -26,7 +26,11 @@ pub struct State {
 impl State {
     /// A fresh state.
     pub fn new(ipam: Ipam) -> Self {
-        Self { ipam, endpoints: BTreeMap::new(), next_endpoint_id: 1 }
+        Self {
+            ipam,
+            endpoints: BTreeMap::new(),
+            next_endpoint_id: 1,
+        }
     }
 
     /// Key of an attachment in the endpoints table.
@@ -44,15 +48,19 @@ impl Store {
     /// The store in `dir` (created if missing).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
-        Ok(Self { path: dir.join("state.json") })
+        Ok(Self {
+            path: dir.join("state.json"),
+        })
     }
 
     /// The saved state, if any.
     pub fn load(&self) -> anyhow::Result<Option<State>> {
         match fs::read(&self.path) {
-            Ok(b) => Ok(Some(
-                serde_json::from_slice(&b).with_context(|| format!("parsing {}", self.path.display()))?,
-            )),
+            Ok(b) => {
+                Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                    format!("parsing {}", self.path.display())
+                })?))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
         }
@@ -65,7 +73,8 @@ impl Store {
         let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(&data)?;
         f.sync_all()?;
-        fs::rename(&tmp, &self.path).with_context(|| format!("renaming to {}", self.path.display()))?;
+        fs::rename(&tmp, &self.path)
+            .with_context(|| format!("renaming to {}", self.path.display()))?;
         Ok(())
     }
 }

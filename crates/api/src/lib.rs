@@ -205,18 +205,28 @@ pub enum ClientError {
 
 /// Sends one request and waits for the answer (up to `timeout`).
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ClientError::Unreachable { path: socket.into(), source })?;
-    let io = |source| ClientError::Io { path: socket.into(), source };
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+        path: socket.into(),
+        source,
+    })?;
+    let io = |source| ClientError::Io {
+        path: socket.into(),
+        source,
+    };
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut line = serde_json::to_vec(req).map_err(|source| ClientError::Decode { path: socket.into(), source })?;
+    let mut line = serde_json::to_vec(req).map_err(|source| ClientError::Decode {
+        path: socket.into(),
+        source,
+    })?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    let resp: Response =
-        serde_json::from_str(&answer).map_err(|source| ClientError::Decode { path: socket.into(), source })?;
+    let resp: Response = serde_json::from_str(&answer).map_err(|source| ClientError::Decode {
+        path: socket.into(),
+        source,
+    })?;
     match resp {
         Response::Error { message } => Err(ClientError::Agent(message)),
         other => Ok(other),
@@ -229,11 +239,20 @@ mod tests {
 
     #[test]
     fn wire_format_is_tagged_json() {
-        let r = Request::EndpointDelete(Attachment { container_id: "c1".into(), ifname: "eth0".into() });
+        let r = Request::EndpointDelete(Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        });
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"op":"endpoint_delete","container_id":"c1","ifname":"eth0"}"#);
+        assert_eq!(
+            s,
+            r#"{"op":"endpoint_delete","container_id":"c1","ifname":"eth0"}"#
+        );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
-        let e = serde_json::to_string(&Response::Error { message: "x".into() }).unwrap();
+        let e = serde_json::to_string(&Response::Error {
+            message: "x".into(),
+        })
+        .unwrap();
         assert_eq!(e, r#"{"result":"error","message":"x"}"#);
         // Every response variant must serialise (a serde failure would close the connection).
         let l = serde_json::to_string(&Response::Endpoints { endpoints: vec![] }).unwrap();

@@ -66,7 +66,10 @@ pub fn run(dir: &Path, cmd: &BpfCmd, as_json: bool) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let mut t = Table::new(&["IP", "ENDPOINT", "IFINDEX", "POD MAC", "HOST MAC", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES"]);
+            let mut t = Table::new(&[
+                "IP", "ENDPOINT", "IFINDEX", "POD MAC", "HOST MAC", "TX PKTS", "TX BYTES",
+                "RX PKTS", "RX BYTES",
+            ]);
             for e in eps {
                 t.row(vec![
                     ip(&e.key.ip),
@@ -106,7 +109,14 @@ pub fn run(dir: &Path, cmd: &BpfCmd, as_json: bool) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let mut t = Table::new(&["PROTO", "SOURCE", "DESTINATION", "TX PKTS", "RX PKTS", "REPLIED"]);
+            let mut t = Table::new(&[
+                "PROTO",
+                "SOURCE",
+                "DESTINATION",
+                "TX PKTS",
+                "RX PKTS",
+                "REPLIED",
+            ]);
             for c in ct {
                 t.row(vec![
                     proto(c.key.proto),
@@ -123,7 +133,10 @@ pub fn run(dir: &Path, cmd: &BpfCmd, as_json: bool) -> anyhow::Result<()> {
             let drops = maps.drops()?;
             let name = |c: u8| DropReason::from_code(c).map_or("unknown", |r| r.description());
             if as_json {
-                let v: Vec<_> = drops.iter().map(|(c, n)| json!({"code": c, "reason": name(*c), "packets": n})).collect();
+                let v: Vec<_> = drops
+                    .iter()
+                    .map(|(c, n)| json!({"code": c, "reason": name(*c), "packets": n}))
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }

@@ -147,22 +147,59 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
             let pids = lab.restart_agents(*kill)?;
             println!("agents restarted: pids {pids:?}");
         }
-        LabCmd::Probe { src, dst, port, protocol, timeout_ms } => {
-            let r = lab.probe(src, dst, *port, *protocol, Duration::from_millis(*timeout_ms))?;
+        LabCmd::Probe {
+            src,
+            dst,
+            port,
+            protocol,
+            timeout_ms,
+        } => {
+            let r = lab.probe(
+                src,
+                dst,
+                *port,
+                *protocol,
+                Duration::from_millis(*timeout_ms),
+            )?;
             if as_json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                let verdict = if r.connected { "connected" } else { "NOT connected" };
-                let reply = r.reply.as_deref().map(|s| format!(", reply from {s}")).unwrap_or_default();
-                let err = r.error.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
-                println!("{} -> {} ({}:{} {}): {verdict}{reply}{err}", r.from, r.to, r.ip, r.port, r.protocol);
+                let verdict = if r.connected {
+                    "connected"
+                } else {
+                    "NOT connected"
+                };
+                let reply = r
+                    .reply
+                    .as_deref()
+                    .map(|s| format!(", reply from {s}"))
+                    .unwrap_or_default();
+                let err = r
+                    .error
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                println!(
+                    "{} -> {} ({}:{} {}): {verdict}{reply}{err}",
+                    r.from, r.to, r.ip, r.port, r.protocol
+                );
             }
             if !r.connected {
                 std::process::exit(2);
             }
         }
-        LabCmd::Matrix { port, protocol, pods, timeout_ms } => {
-            let (names, results) = lab.matrix(pods.clone(), *port, *protocol, Duration::from_millis(*timeout_ms))?;
+        LabCmd::Matrix {
+            port,
+            protocol,
+            pods,
+            timeout_ms,
+        } => {
+            let (names, results) = lab.matrix(
+                pods.clone(),
+                *port,
+                *protocol,
+                Duration::from_millis(*timeout_ms),
+            )?;
             if as_json {
                 let grid = results_grid(&names, &results);
                 println!(
@@ -187,9 +224,19 @@ fn pods(lab: &Lab, as_json: bool) -> anyhow::Result<()> {
     }
     let mut t = Table::new(&["POD", "IP", "NODE", "PORTS", "LABELS"]);
     for p in st.pods.values() {
-        let ports: Vec<String> = p.ports.iter().map(|x| format!("{}/{}", x.port, x.protocol)).collect();
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|x| format!("{}/{}", x.port, x.protocol))
+            .collect();
         let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        t.row(vec![p.key(), p.ip.clone(), p.node.clone(), ports.join(","), labels.join(",")]);
+        t.row(vec![
+            p.key(),
+            p.ip.clone(),
+            p.node.clone(),
+            ports.join(","),
+            labels.join(","),
+        ]);
     }
     print!("{t}");
     Ok(())

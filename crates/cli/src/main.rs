@@ -12,7 +12,11 @@ use plexus_api::{call, Request, Response};
 
 /// The Plexus command line.
 #[derive(Debug, Parser)]
-#[command(name = "plexus", version, about = "eBPF networking, security and observability")]
+#[command(
+    name = "plexus",
+    version,
+    about = "eBPF networking, security and observability"
+)]
 struct Cli {
     /// Agent API socket (default: the lab's node, else /run/plexus/agent.sock).
     #[arg(long, global = true)]
@@ -62,7 +66,10 @@ fn main() {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLEXUS_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLEXUS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -75,7 +82,9 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.cmd {
         Cmd::Status => status(&cli),
-        Cmd::Endpoint { cmd: EndpointCmd::List } => endpoint_list(&cli),
+        Cmd::Endpoint {
+            cmd: EndpointCmd::List,
+        } => endpoint_list(&cli),
         Cmd::Bpf { node, cmd } => bpf::run(&bpf_dir(&cli, node.as_deref())?, cmd, cli.json),
         Cmd::Lab { cmd } => lab::run(&cli.lab, cmd, cli.json),
     }
@@ -108,21 +117,32 @@ fn bpf_dir(cli: &Cli, node: Option<&str>) -> anyhow::Result<PathBuf> {
             return Ok(root.join(&n.name));
         }
     }
-    let nodes: Vec<_> = std::fs::read_dir(&root).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let nodes: Vec<_> = std::fs::read_dir(&root)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     match nodes.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("no node pinned under {}; is an agent running?", root.display()),
-        _ => bail!("several nodes under {}; pick one with --node", root.display()),
+        [] => bail!(
+            "no node pinned under {}; is an agent running?",
+            root.display()
+        ),
+        _ => bail!(
+            "several nodes under {}; pick one with --node",
+            root.display()
+        ),
     }
 }
 
 fn agent(cli: &Cli, req: Request) -> anyhow::Result<Response> {
     let sock = socket(cli)?;
-    call(&sock, &req, Duration::from_secs(10)).with_context(|| format!("asking the agent at {}", sock.display()))
+    call(&sock, &req, Duration::from_secs(10))
+        .with_context(|| format!("asking the agent at {}", sock.display()))
 }
 
 fn status(cli: &Cli) -> anyhow::Result<()> {
-    let Response::Status(s) = agent(cli, Request::Status)? else { bail!("unexpected answer from agent") };
+    let Response::Status(s) = agent(cli, Request::Status)? else {
+        bail!("unexpected answer from agent")
+    };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -140,7 +160,12 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
     println!("Maps:");
     let mut t = table::Table::new(&["MAP", "ENTRIES", "CAPACITY", "FILL"]);
     for (m, n, cap) in &s.maps {
-        t.row(vec![m.clone(), n.to_string(), cap.to_string(), format!("{:.1}%", *n as f64 * 100.0 / *cap as f64)]);
+        t.row(vec![
+            m.clone(),
+            n.to_string(),
+            cap.to_string(),
+            format!("{:.1}%", *n as f64 * 100.0 / *cap as f64),
+        ]);
     }
     print!("{}", t.indent(2));
     if !s.drops.is_empty() {
@@ -155,7 +180,9 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn endpoint_list(cli: &Cli) -> anyhow::Result<()> {
-    let Response::Endpoints { endpoints: eps } = agent(cli, Request::EndpointList)? else { bail!("unexpected answer from agent") };
+    let Response::Endpoints { endpoints: eps } = agent(cli, Request::EndpointList)? else {
+        bail!("unexpected answer from agent")
+    };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&eps)?);
         return Ok(());

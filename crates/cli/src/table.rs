@@ -12,7 +12,11 @@ pub struct Table {
 impl Table {
     /// A table with these column titles.
     pub fn new(header: &[&str]) -> Self {
-        Self { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new(), indent: 0 }
+        Self {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+            indent: 0,
+        }
     }
 
     /// Adds a row.

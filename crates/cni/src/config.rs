@@ -58,7 +58,10 @@ impl Env {
                     _ => &env.ifname,
                 };
                 if val.is_empty() {
-                    return Err(CniError::invalid_env(format!("{v} is required for {}", env.command)));
+                    return Err(CniError::invalid_env(format!(
+                        "{v} is required for {}",
+                        env.command
+                    )));
                 }
             }
             Ok(())
@@ -68,8 +71,12 @@ impl Env {
             "DEL" => needs(&["CNI_CONTAINERID", "CNI_IFNAME"])?,
             _ => {}
         }
-        if !env.ifname.is_empty() && (env.ifname.len() > 15 || env.ifname.contains(['/', ' ', ':'])) {
-            return Err(CniError::invalid_env(format!("CNI_IFNAME {:?} is not a valid interface name", env.ifname)));
+        if !env.ifname.is_empty() && (env.ifname.len() > 15 || env.ifname.contains(['/', ' ', ':']))
+        {
+            return Err(CniError::invalid_env(format!(
+                "CNI_IFNAME {:?} is not a valid interface name",
+                env.ifname
+            )));
         }
         Ok(env)
     }
@@ -125,10 +132,15 @@ impl NetConf {
             )));
         }
         if conf.name.is_empty() {
-            return Err(CniError::invalid_config("field name: the network name must not be empty"));
+            return Err(CniError::invalid_config(
+                "field name: the network name must not be empty",
+            ));
         }
         if !(576..=65535).contains(&conf.mtu) {
-            return Err(CniError::invalid_config(format!("field mtu: {} is out of range 576-65535", conf.mtu)));
+            return Err(CniError::invalid_config(format!(
+                "field mtu: {} is out of range 576-65535",
+                conf.mtu
+            )));
         }
         Ok(conf)
     }

@@ -16,7 +16,11 @@ pub struct CniError {
 
 impl CniError {
     fn new(code: u32, msg: &str, details: impl Into<String>) -> Self {
-        Self { code, msg: msg.to_string(), details: details.into() }
+        Self {
+            code,
+            msg: msg.to_string(),
+            details: details.into(),
+        }
     }
     /// Code 1: incompatible CNI version.
     pub fn incompatible_version(d: impl Into<String>) -> Self {
@@ -49,7 +53,8 @@ impl CniError {
 
     /// The error as the spec's JSON.
     pub fn to_json(&self) -> String {
-        json!({"cniVersion": "1.1.0", "code": self.code, "msg": self.msg, "details": self.details}).to_string()
+        json!({"cniVersion": "1.1.0", "code": self.code, "msg": self.msg, "details": self.details})
+            .to_string()
     }
 }
 

@@ -35,6 +35,8 @@ fn run(stdin: &[u8]) -> Result<Option<String>, CniError> {
         "CHECK" => cmd::check(&env, &config::NetConf::parse(stdin)?).map(|()| None),
         "STATUS" => cmd::status(&config::NetConf::parse(stdin)?).map(|()| None),
         "GC" => cmd::gc(&config::NetConf::parse(stdin)?).map(|()| None),
-        other => Err(CniError::invalid_env(format!("CNI_COMMAND: unknown command {other:?}"))),
+        other => Err(CniError::invalid_env(format!(
+            "CNI_COMMAND: unknown command {other:?}"
+        ))),
     }
 }

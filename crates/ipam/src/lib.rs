@@ -102,7 +102,11 @@ impl Ipam {
     /// A fresh allocator for `cidr`. The first address is the network, the second the
     /// gateway (the node's router address), the last the broadcast; none is handed out.
     pub fn new(cidr: Cidr) -> Self {
-        Self { cidr, allocated: BTreeMap::new(), next: 0 }
+        Self {
+            cidr,
+            allocated: BTreeMap::new(),
+            next: 0,
+        }
     }
 
     /// The pod CIDR.
@@ -126,9 +130,11 @@ impl Ipam {
         let usable = size.saturating_sub(3);
         for step in 0..usable {
             let idx = (self.next + step) % usable;
-            let Some(ip) = self.cidr.nth(2 + idx) else { continue };
-            if !self.allocated.contains_key(&ip) {
-                self.allocated.insert(ip, owner.to_string());
+            let Some(ip) = self.cidr.nth(2 + idx) else {
+                continue;
+            };
+            if let std::collections::btree_map::Entry::Vacant(e) = self.allocated.entry(ip) {
+                e.insert(owner.to_string());
                 self.next = (idx + 1) % usable;
                 return Ok(ip);
             }
@@ -138,7 +144,10 @@ impl Ipam {
 
     /// The address held by `owner`, if any.
     pub fn owned_by(&self, owner: &str) -> Option<Ipv4Addr> {
-        self.allocated.iter().find(|(_, o)| o.as_str() == owner).map(|(ip, _)| *ip)
+        self.allocated
+            .iter()
+            .find(|(_, o)| o.as_str() == owner)
+            .map(|(ip, _)| *ip)
     }
 
     /// Releases whatever `owner` holds; returns it. Releasing nothing is not an error.
@@ -165,7 +174,13 @@ mod tests {
     #[test]
     fn parses_and_rejects_cidrs() {
         assert_eq!("10.244.0.0/24".parse::<Cidr>().unwrap().size(), 256);
-        for bad in ["10.244.0.1/24", "10.244.0.0", "10.244.0.0/31", "x/24", "10.0.0.0/33"] {
+        for bad in [
+            "10.244.0.1/24",
+            "10.244.0.0",
+            "10.244.0.0/31",
+            "x/24",
+            "10.0.0.0/33",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
@@ -173,8 +188,13 @@ mod tests {
     #[test]
     fn skips_network_gateway_and_broadcast() {
         let mut i = ipam("10.1.0.0/29"); // 8 addresses: .2 - .6 usable
-        let got: Vec<_> = (0..5).map(|n| i.allocate(&format!("c{n}")).unwrap().to_string()).collect();
-        assert_eq!(got, ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"]);
+        let got: Vec<_> = (0..5)
+            .map(|n| i.allocate(&format!("c{n}")).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got,
+            ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"]
+        );
         assert_eq!(i.allocate("c9"), Err(IpamError::Exhausted(i.cidr())));
         assert_eq!(i.gateway().to_string(), "10.1.0.1");
     }

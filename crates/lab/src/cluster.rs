@@ -85,12 +85,21 @@ impl Lab {
     /// A handle on lab `name`, whose helper binaries (`plexus-agent`, `plexus-cni`,
     /// `plexus-workload`) are in `bin_dir`.
     pub fn new(name: &str, bin_dir: PathBuf) -> Result<Self, LabError> {
-        if name.is_empty() || name.len() > 12 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if name.is_empty()
+            || name.len() > 12
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             return Err(LabError::Invalid(format!(
                 "lab name {name:?}: use 1-12 lowercase letters and digits"
             )));
         }
-        Ok(Self { name: name.to_string(), root: PathBuf::from(LAB_ROOT).join(name), bin_dir })
+        Ok(Self {
+            name: name.to_string(),
+            root: PathBuf::from(LAB_ROOT).join(name),
+            bin_dir,
+        })
     }
 
     /// The lab's name.
@@ -129,7 +138,12 @@ impl Lab {
         let dir = Path::new(LAB_ROOT);
         fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
         let path = dir.join(format!("{}.lock", self.name));
-        let f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(|e| LabError::io(&path, e))?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LabError::io(&path, e))?;
         // SAFETY: flock on an fd we own; released when the file is closed.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(LabError::io(&path, std::io::Error::last_os_error()));
@@ -150,12 +164,19 @@ impl Lab {
         let objects = manifest::load_paths(paths)?;
         for bin in ["plexus-agent", "plexus-cni", "plexus-workload"] {
             if !self.bin(bin).exists() {
-                return Err(LabError::Invalid(format!("{} not found (build with `cargo build`)", self.bin(bin).display())));
+                return Err(LabError::Invalid(format!(
+                    "{} not found (build with `cargo build`)",
+                    self.bin(bin).display()
+                )));
             }
         }
         // Validate against an empty lab before creating anything.
-        let mut st = LabState { name: self.name.clone(), ..Default::default() };
-        st.namespaces.insert("default".into(), ns_labels("default", &BTreeMap::new()));
+        let mut st = LabState {
+            name: self.name.clone(),
+            ..Default::default()
+        };
+        st.namespaces
+            .insert("default".into(), ns_labels("default", &BTreeMap::new()));
         plan(&st, &objects)?;
 
         fs::create_dir_all(self.root.join("logs")).map_err(|e| LabError::io(&self.root, e))?;
@@ -168,7 +189,7 @@ impl Lab {
             let _ = self.teardown();
             return Err(e);
         }
-        Ok(res?)
+        res
     }
 
     fn start_node(&self, st: &mut LabState) -> Result<(), LabError> {
@@ -202,7 +223,12 @@ impl Lab {
             node.state_dir.display().to_string(),
         ];
         let log = self.root.join("logs").join("agent-node1.log");
-        let pid = process::spawn_in_netns(&netns_path(&node.netns), &self.bin("plexus-agent"), &args, &log)?;
+        let pid = process::spawn_in_netns(
+            &netns_path(&node.netns),
+            &self.bin("plexus-agent"),
+            &args,
+            &log,
+        )?;
         wait_agent(&node.name, &node.socket, pid, &log)?;
         Ok(pid)
     }
@@ -292,24 +318,43 @@ impl Lab {
             match &l.object {
                 Object::Namespace(_) => {
                     if !st.namespaces.contains_key(&name) {
-                        return Err(LabError::Invalid(format!("{}: Namespace {name} not found", l.source)));
+                        return Err(LabError::Invalid(format!(
+                            "{}: Namespace {name} not found",
+                            l.source
+                        )));
                     }
-                    pods.extend(st.pods.values().filter(|p| p.namespace == name).map(PodState::key));
+                    pods.extend(
+                        st.pods
+                            .values()
+                            .filter(|p| p.namespace == name)
+                            .map(PodState::key),
+                    );
                     namespaces.push(name);
                 }
                 Object::Pod(_) => {
                     let key = format!("{ns}/{name}");
                     if !st.pods.contains_key(&key) {
-                        return Err(LabError::Invalid(format!("{}: Pod {key} not found", l.source)));
+                        return Err(LabError::Invalid(format!(
+                            "{}: Pod {key} not found",
+                            l.source
+                        )));
                     }
                     pods.insert(key);
                 }
                 Object::Deployment(_) => {
                     let key = format!("{ns}/{name}");
                     if !st.deployments.contains_key(&key) {
-                        return Err(LabError::Invalid(format!("{}: Deployment {key} not found", l.source)));
+                        return Err(LabError::Invalid(format!(
+                            "{}: Deployment {key} not found",
+                            l.source
+                        )));
                     }
-                    pods.extend(st.pods.values().filter(|p| p.namespace == ns && p.owner.as_deref() == Some(&name)).map(PodState::key));
+                    pods.extend(
+                        st.pods
+                            .values()
+                            .filter(|p| p.namespace == ns && p.owner.as_deref() == Some(&name))
+                            .map(PodState::key),
+                    );
                     deployments.push(key);
                 }
             }
@@ -325,7 +370,8 @@ impl Lab {
         }
         for ns in namespaces {
             st.namespaces.remove(&ns);
-            st.deployments.retain(|k, _| !k.starts_with(&format!("{ns}/")));
+            st.deployments
+                .retain(|k, _| !k.starts_with(&format!("{ns}/")));
             changes.namespaces.push(ns);
         }
         st.save(&self.state_path())?;
@@ -333,7 +379,9 @@ impl Lab {
     }
 
     fn node<'a>(&self, st: &'a LabState) -> Result<&'a NodeState, LabError> {
-        st.nodes.first().ok_or_else(|| LabError::State("lab has no node".into()))
+        st.nodes
+            .first()
+            .ok_or_else(|| LabError::State("lab has no node".into()))
     }
 
     fn cni_conf(&self, node: &NodeState) -> String {
@@ -346,7 +394,12 @@ impl Lab {
         .to_string()
     }
 
-    fn cni(&self, node: &NodeState, command: &'static str, pod: &PodState) -> Result<String, LabError> {
+    fn cni(
+        &self,
+        node: &NodeState,
+        command: &'static str,
+        pod: &PodState,
+    ) -> Result<String, LabError> {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", netns_path(&node.netns).display()))
             .arg("--")
@@ -356,19 +409,35 @@ impl Lab {
             .env("CNI_NETNS", netns_path(&pod.netns))
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &self.bin_dir)
-            .env("CNI_ARGS", format!("K8S_POD_NAMESPACE={};K8S_POD_NAME={}", pod.namespace, pod.name))
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                    pod.namespace, pod.name
+                ),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let err = |detail: String| LabError::Cni { command, pod: pod.key(), detail };
+        let err = |detail: String| LabError::Cni {
+            command,
+            pod: pod.key(),
+            detail,
+        };
         let mut child = cmd.spawn().map_err(|e| err(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(self.cni_conf(node).as_bytes()).map_err(|e| err(e.to_string()))?;
+            stdin
+                .write_all(self.cni_conf(node).as_bytes())
+                .map_err(|e| err(e.to_string()))?;
         }
         let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
-            return Err(err(format!("{} {}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(err(format!(
+                "{} {}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         Ok(stdout)
     }
@@ -383,7 +452,13 @@ impl Lab {
             ports: want.ports.clone(),
             owner: want.owner.clone(),
             node: node.name.clone(),
-            netns: format!("{}{}-{}-{}", self.netns_prefix(), st.next_container, want.namespace, want.name),
+            netns: format!(
+                "{}{}-{}-{}",
+                self.netns_prefix(),
+                st.next_container,
+                want.namespace,
+                want.name
+            ),
             container_id: format!("plexus-{}-{:08}", self.name, st.next_container),
             ip: String::new(),
             workload_pid: None,
@@ -393,7 +468,11 @@ impl Lab {
         st.pods.insert(pod.key(), pod.clone());
         st.save(&self.state_path())?;
         let result = self.cni(&node, "ADD", &pod)?;
-        pod.ip = cni_ipv4(&result).ok_or_else(|| LabError::Cni { command: "ADD", pod: pod.key(), detail: format!("no IPv4 address in result {result}") })?;
+        pod.ip = cni_ipv4(&result).ok_or_else(|| LabError::Cni {
+            command: "ADD",
+            pod: pod.key(),
+            detail: format!("no IPv4 address in result {result}"),
+        })?;
         if !pod.ports.is_empty() {
             let mut args = vec!["--name".to_string(), pod.key()];
             for p in &pod.ports {
@@ -404,8 +483,16 @@ impl Lab {
                     _ => {}
                 }
             }
-            let log = self.root.join("logs").join(format!("workload-{}-{}.log", pod.namespace, pod.name));
-            pod.workload_pid = Some(process::spawn_in_netns(&netns, &self.bin("plexus-workload"), &args, &log)?);
+            let log = self
+                .root
+                .join("logs")
+                .join(format!("workload-{}-{}.log", pod.namespace, pod.name));
+            pod.workload_pid = Some(process::spawn_in_netns(
+                &netns,
+                &self.bin("plexus-workload"),
+                &args,
+                &log,
+            )?);
             wait_listening(&netns, &pod)?;
         }
         info!(pod = %pod.key(), ip = %pod.ip, "pod up");
@@ -414,7 +501,9 @@ impl Lab {
     }
 
     fn delete_pod(&self, st: &mut LabState, key: &str) -> Result<(), LabError> {
-        let Some(pod) = st.pods.get(key).cloned() else { return Ok(()) };
+        let Some(pod) = st.pods.get(key).cloned() else {
+            return Ok(());
+        };
         if let Some(pid) = pod.workload_pid {
             process::stop(pid, Duration::from_secs(2));
         }
@@ -450,7 +539,11 @@ impl Lab {
         for pid in pids.into_iter().filter(|p| process::alive(*p)) {
             // Only stop processes that are ours: in one of our namespaces or recorded by us and
             // still running one of our binaries.
-            if is_lab_process(pid, &self.bin_dir) || namespaces.iter().any(|ns| netns_pids(&netns_path(ns)).contains(&pid)) {
+            if is_lab_process(pid, &self.bin_dir)
+                || namespaces
+                    .iter()
+                    .any(|ns| netns_pids(&netns_path(ns)).contains(&pid))
+            {
                 process::stop(pid, Duration::from_secs(2));
                 report.processes += 1;
             }
@@ -467,6 +560,8 @@ impl Lab {
             fs::remove_dir_all(&pins).map_err(|e| LabError::io(&pins, e))?;
             report.pins += 1;
         }
+        // The shared root goes too once no node of any lab or agent is left in it.
+        let _ = fs::remove_dir(BPF_ROOT);
         if self.root.exists() {
             fs::remove_dir_all(&self.root).map_err(|e| LabError::io(&self.root, e))?;
         }
@@ -477,24 +572,52 @@ impl Lab {
     /// Resolves a probe destination: `ns/pod` or an IP address.
     fn destination(&self, st: &LabState, dst: &str) -> Result<(String, IpAddr), LabError> {
         if let Ok(ip) = dst.parse::<IpAddr>() {
-            let name = st.pods.values().find(|p| p.ip == dst).map_or_else(|| dst.to_string(), PodState::key);
+            let name = st
+                .pods
+                .values()
+                .find(|p| p.ip == dst)
+                .map_or_else(|| dst.to_string(), PodState::key);
             return Ok((name, ip));
         }
         let pod = pod(st, dst)?;
-        let ip = pod.ip.parse().map_err(|_| LabError::State(format!("pod {dst} has no address")))?;
+        let ip = pod
+            .ip
+            .parse()
+            .map_err(|_| LabError::State(format!("pod {dst} has no address")))?;
         Ok((pod.key(), ip))
     }
 
     /// Probes `dst` (`ns/pod` or an IP) from pod `src`.
-    pub fn probe(&self, src: &str, dst: &str, port: u16, protocol: Protocol, timeout: Duration) -> Result<ProbeResult, LabError> {
+    pub fn probe(
+        &self,
+        src: &str,
+        dst: &str,
+        port: u16,
+        protocol: Protocol,
+        timeout: Duration,
+    ) -> Result<ProbeResult, LabError> {
         let st = self.state()?;
         let from = pod(&st, src)?;
         let (to, ip) = self.destination(&st, dst)?;
-        Ok(probe::probe(&netns_path(&from.netns), &from.key(), &to, ip, port, protocol, timeout))
+        Ok(probe::probe(
+            &netns_path(&from.netns),
+            &from.key(),
+            &to,
+            ip,
+            port,
+            protocol,
+            timeout,
+        ))
     }
 
     /// Probes every ordered pair of `pods` (all pods when `None`), in parallel.
-    pub fn matrix(&self, pods: Option<Vec<String>>, port: u16, protocol: Protocol, timeout: Duration) -> Result<(Vec<String>, Vec<ProbeResult>), LabError> {
+    pub fn matrix(
+        &self,
+        pods: Option<Vec<String>>,
+        port: u16,
+        protocol: Protocol,
+        timeout: Duration,
+    ) -> Result<(Vec<String>, Vec<ProbeResult>), LabError> {
         let st = self.state()?;
         let names = match pods {
             Some(list) => list,
@@ -503,13 +626,23 @@ impl Lab {
         let mut resolved = Vec::new();
         for n in &names {
             let p = pod(&st, n)?;
-            let ip: IpAddr = p.ip.parse().map_err(|_| LabError::State(format!("pod {n} has no address")))?;
+            let ip: IpAddr =
+                p.ip.parse()
+                    .map_err(|_| LabError::State(format!("pod {n} has no address")))?;
             resolved.push((p.key(), netns_path(&p.netns), ip));
         }
         let mut jobs = Vec::new();
         for (from, netns, _) in &resolved {
             for (to, _, ip) in &resolved {
-                jobs.push(ProbeJob { netns: netns.clone(), from: from.clone(), to: to.clone(), ip: *ip, port, protocol, timeout });
+                jobs.push(ProbeJob {
+                    netns: netns.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    ip: *ip,
+                    port,
+                    protocol,
+                    timeout,
+                });
             }
         }
         Ok((names, probe::probe_many(jobs, 32)))
@@ -519,7 +652,9 @@ impl Lab {
 /// Looks a pod up by `ns/name`.
 pub fn pod<'a>(st: &'a LabState, key: &str) -> Result<&'a PodState, LabError> {
     st.pods.get(key).ok_or_else(|| {
-        LabError::Invalid(format!("pod {key:?} not found (pods are named ns/name; see `plexus endpoint list`)"))
+        LabError::Invalid(format!(
+            "pod {key:?} not found (pods are named ns/name; see `plexus endpoint list`)"
+        ))
     })
 }
 
@@ -543,7 +678,8 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
     let mut p = Plan::default();
     for l in objects {
         if let Object::Namespace(ns) = &l.object {
-            p.namespaces.insert(l.object.name(), manifest::namespace_labels(ns));
+            p.namespaces
+                .insert(l.object.name(), manifest::namespace_labels(ns));
         }
     }
     let ns_exists = |ns: &str| st.namespaces.contains_key(ns) || p.namespaces.contains_key(ns);
@@ -557,10 +693,20 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
                 let key = format!("{ns}/{name}");
                 let pods = manifest::expand_deployment(d);
                 p.deployments.insert(key, pods.len() as u32);
-                let want: BTreeSet<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
+                let want: BTreeSet<String> = pods
+                    .iter()
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
                 // Replicas of an older template or beyond the new count go away.
                 p.delete.extend(
-                    st.pods.values().filter(|q| q.namespace == ns && q.owner.as_deref() == Some(&name) && !want.contains(&q.name)).map(PodState::key),
+                    st.pods
+                        .values()
+                        .filter(|q| {
+                            q.namespace == ns
+                                && q.owner.as_deref() == Some(&name)
+                                && !want.contains(&q.name)
+                        })
+                        .map(PodState::key),
                 );
                 pods.into_iter().map(|q| (q, Some(name.clone()))).collect()
             }
@@ -576,11 +722,18 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
             let pname = pod.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}/{pname}");
             if !seen.insert(key.clone()) {
-                return Err(LabError::Invalid(format!("{}: Pod {key} is defined twice", l.source)));
+                return Err(LabError::Invalid(format!(
+                    "{}: Pod {key} is defined twice",
+                    l.source
+                )));
             }
             let ports = manifest::pod_ports(&pod)
                 .into_iter()
-                .map(|pp| PortState { name: pp.name, port: pp.port, protocol: pp.protocol })
+                .map(|pp| PortState {
+                    name: pp.name,
+                    port: pp.port,
+                    protocol: pp.protocol,
+                })
                 .collect();
             p.pods.push(DesiredPod {
                 namespace: ns.clone(),
@@ -597,12 +750,19 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
 /// The pod's IPv4 address from a CNI result.
 fn cni_ipv4(result: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(result).ok()?;
-    let addr = v.get("ips")?.as_array()?.first()?.get("address")?.as_str()?;
+    let addr = v
+        .get("ips")?
+        .as_array()?
+        .first()?
+        .get("address")?
+        .as_str()?;
     Some(addr.split('/').next()?.to_string())
 }
 
 fn is_lab_process(pid: i32, bin_dir: &Path) -> bool {
-    let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else { return false };
+    let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
     exe.parent() == Some(bin_dir)
 }
 
@@ -620,25 +780,45 @@ fn wait_agent(node: &str, socket: &Path, pid: i32, log: &Path) -> Result<(), Lab
             return Ok(());
         }
         if !process::alive(pid) {
-            return Err(LabError::Agent { node: node.into(), detail: format!("agent exited:\n{}", log_tail(log)) });
+            return Err(LabError::Agent {
+                node: node.into(),
+                detail: format!("agent exited:\n{}", log_tail(log)),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(LabError::Agent { node: node.into(), detail: format!("no answer within 20s:\n{}", log_tail(log)) })
+    Err(LabError::Agent {
+        node: node.into(),
+        detail: format!("no answer within 20s:\n{}", log_tail(log)),
+    })
 }
 
 /// Waits until the workload accepts on its first TCP port (UDP needs no handshake).
 fn wait_listening(netns: &Path, pod: &PodState) -> Result<(), LabError> {
-    let Some(port) = pod.ports.iter().find(|p| p.protocol == "TCP").map(|p| p.port) else { return Ok(()) };
+    let Some(port) = pod
+        .ports
+        .iter()
+        .find(|p| p.protocol == "TCP")
+        .map(|p| p.port)
+    else {
+        return Ok(());
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let ok = plexus_netdev::in_netns(netns, move || {
-            std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+            std::net::TcpStream::connect_timeout(
+                &([127, 0, 0, 1], port).into(),
+                Duration::from_millis(200),
+            )
+            .is_ok()
         })?;
         if ok {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(LabError::Invalid(format!("pod {}: workload not listening on TCP {port} after 5s", pod.key())))
+    Err(LabError::Invalid(format!(
+        "pod {}: workload not listening on TCP {port} after 5s",
+        pod.key()
+    )))
 }

@@ -62,6 +62,9 @@ pub enum LabError {
 impl LabError {
     /// An I/O error on a path.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        LabError::Io { path: path.to_path_buf(), source }
+        LabError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -13,11 +13,23 @@ use crate::LabError;
 
 /// Spawns `program args...` inside the network namespace at `netns`, in its own session, with
 /// output appended to `log`. Returns its PID.
-pub fn spawn_in_netns(netns: &Path, program: &Path, args: &[String], log: &Path) -> Result<i32, LabError> {
-    let out = OpenOptions::new().create(true).append(true).open(log).map_err(|e| LabError::io(log, e))?;
+pub fn spawn_in_netns(
+    netns: &Path,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+) -> Result<i32, LabError> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::io(log, e))?;
     let err = out.try_clone().map_err(|e| LabError::io(log, e))?;
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns.display())).arg("--").arg(program).args(args);
+    cmd.arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .arg(program)
+        .args(args);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: setsid is async-signal-safe; it detaches the child from the CLI's session so a
     // terminal hang-up or the CLI's exit does not take it down.
@@ -27,7 +39,10 @@ pub fn spawn_in_netns(netns: &Path, program: &Path, args: &[String], log: &Path)
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| LabError::Spawn { program: program.display().to_string(), source: e })?;
+    let child = cmd.spawn().map_err(|e| LabError::Spawn {
+        program: program.display().to_string(),
+        source: e,
+    })?;
     // nsenter execs the program, so the child's PID is the program's.
     Ok(child.id() as i32)
 }
@@ -35,7 +50,12 @@ pub fn spawn_in_netns(netns: &Path, program: &Path, args: &[String], log: &Path)
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -93,7 +93,8 @@ impl LabState {
     /// Loads the state file.
     pub fn load(path: &Path) -> Result<Self, LabError> {
         let data = fs::read(path).map_err(|e| LabError::io(path, e))?;
-        serde_json::from_slice(&data).map_err(|e| LabError::State(format!("{}: {e}", path.display())))
+        serde_json::from_slice(&data)
+            .map_err(|e| LabError::State(format!("{}: {e}", path.display())))
     }
 
     /// Saves atomically (temp file + rename).

@@ -48,11 +48,17 @@ impl Datapath {
     /// pinned there (so a restarted agent adopts its predecessor's state) and pinning the rest.
     pub fn load(pin_dir: &Path) -> Result<Self, LoaderError> {
         crate::ensure_bpffs()?;
-        for dir in [pin_dir.to_path_buf(), pin_dir.join("maps"), pin_dir.join("links")] {
+        for dir in [
+            pin_dir.to_path_buf(),
+            pin_dir.join("maps"),
+            pin_dir.join("links"),
+        ] {
             fs::create_dir_all(&dir).map_err(|source| LoaderError::PinDir { path: dir, source })?;
         }
-        let map_paths: Vec<(&'static str, PathBuf)> =
-            m::ALL.iter().map(|name| (*name, pin_dir.join("maps").join(name))).collect();
+        let map_paths: Vec<(&'static str, PathBuf)> = m::ALL
+            .iter()
+            .map(|name| (*name, pin_dir.join("maps").join(name)))
+            .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
@@ -60,10 +66,16 @@ impl Datapath {
         let mut ebpf = loader.load(DATAPATH_OBJECT)?;
         for (name, _, _) in ENDPOINT_HOOKS {
             let prog = classifier(&mut ebpf, name)?;
-            prog.load().map_err(|source| LoaderError::Program { program: name, source })?;
+            prog.load().map_err(|source| LoaderError::Program {
+                program: name,
+                source,
+            })?;
         }
         info!(pin_dir = %pin_dir.display(), "datapath loaded");
-        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf() })
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+        })
     }
 
     /// Where this node's pins live.
@@ -83,23 +95,40 @@ impl Datapath {
     /// Attaches the endpoint programs to a pod's host-side interface. An existing pinned link
     /// (from an earlier agent) gets the new program swapped in atomically; otherwise a new tcx
     /// link is created and pinned, so it outlives this process.
-    pub fn attach_endpoint(&mut self, interface: &str) -> Result<Vec<AttachedProgram>, LoaderError> {
+    pub fn attach_endpoint(
+        &mut self,
+        interface: &str,
+    ) -> Result<Vec<AttachedProgram>, LoaderError> {
         let mut out = Vec::new();
         for (name, attach_type, suffix) in ENDPOINT_HOOKS {
             let pin = self.link_pin(interface, suffix);
             let prog = classifier(&mut self.ebpf, name)?;
-            let attach_err =
-                |source| LoaderError::Attach { program: name, interface: interface.to_string(), source };
-            let link_err = |source| LoaderError::Link { interface: interface.to_string(), source };
+            let attach_err = |source| LoaderError::Attach {
+                program: name,
+                interface: interface.to_string(),
+                source,
+            };
+            let link_err = |source| LoaderError::Link {
+                interface: interface.to_string(),
+                source,
+            };
             let fresh = |prog: &mut SchedClassifier| {
-                prog.attach_with_options(interface, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                prog.attach_with_options(
+                    interface,
+                    attach_type,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
             };
             let link_id = if pin.exists() {
                 let old = PinnedLink::from_pin(&pin).map_err(link_err)?;
                 let link = FdLink::from(old).try_into().map_err(link_err)?;
                 match prog.attach_to_link(link) {
                     Ok(id) => {
-                        debug!(interface, program = name, "swapped program behind pinned link");
+                        debug!(
+                            interface,
+                            program = name,
+                            "swapped program behind pinned link"
+                        );
                         id
                     }
                     Err(e) => {
@@ -118,9 +147,17 @@ impl Datapath {
                 // Swapped behind an existing pin: the pin already refers to this link.
                 drop(fd_link);
             } else {
-                fd_link.pin(&pin).map_err(|source| LoaderError::PinLink { path: pin.clone(), source })?;
+                fd_link.pin(&pin).map_err(|source| LoaderError::PinLink {
+                    path: pin.clone(),
+                    source,
+                })?;
             }
-            out.push(AttachedProgram { interface: interface.to_string(), direction: suffix, program: name, pin });
+            out.push(AttachedProgram {
+                interface: interface.to_string(),
+                direction: suffix,
+                program: name,
+                pin,
+            });
         }
         Ok(out)
     }
@@ -136,10 +173,14 @@ impl Datapath {
     /// Every endpoint program pinned under `pin_dir`.
     pub fn attached(pin_dir: &Path) -> Vec<AttachedProgram> {
         let mut out = Vec::new();
-        let Ok(entries) = fs::read_dir(pin_dir.join("links")) else { return out };
+        let Ok(entries) = fs::read_dir(pin_dir.join("links")) else {
+            return out;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((interface, suffix)) = name.rsplit_once('_') else { continue };
+            let Some((interface, suffix)) = name.rsplit_once('_') else {
+                continue;
+            };
             if let Some((program, _, direction)) = ENDPOINT_HOOKS.iter().find(|h| h.2 == suffix) {
                 out.push(AttachedProgram {
                     interface: interface.to_string(),
@@ -159,11 +200,18 @@ impl Datapath {
     }
 }
 
-fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, LoaderError> {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or(LoaderError::Program { program: name, source: aya::programs::ProgramError::NotLoaded })?;
-    prog.try_into().map_err(|source| LoaderError::Program { program: name, source })
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, LoaderError> {
+    let prog = ebpf.program_mut(name).ok_or(LoaderError::Program {
+        program: name,
+        source: aya::programs::ProgramError::NotLoaded,
+    })?;
+    prog.try_into().map_err(|source| LoaderError::Program {
+        program: name,
+        source,
+    })
 }
 
 /// Pin path of one hook's link. bpffs refuses '.' in names (reserved), hence the underscore.

@@ -12,12 +12,13 @@ mod error;
 mod maps;
 
 pub use bpffs::ensure_bpffs;
-pub use datapath::{Datapath, AttachedProgram};
+pub use datapath::{AttachedProgram, Datapath};
 pub use error::LoaderError;
 pub use maps::{CtRecord, EndpointRecord, PinnedMaps};
 
 /// The compiled kernel object, built by `build.rs` from `bpf/`.
-pub static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/plexus-datapath"));
+pub static DATAPATH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/plexus-datapath"));
 
 /// Default root of every node's pins.
 pub const BPF_ROOT: &str = "/sys/fs/bpf/plexus";

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use plexus_abi::{maps as m, CtEntry, CtKey, DropReason, EndpointCounters, EndpointInfo, EndpointKey};
+use plexus_abi::{
+    maps as m, CtEntry, CtKey, DropReason, EndpointCounters, EndpointInfo, EndpointKey,
+};
 
 use crate::LoaderError;
 
@@ -66,13 +68,28 @@ impl PinnedMaps {
         if counters.get(&info.endpoint_id, 0).is_err() {
             let ncpus = aya::util::nr_cpus().map_err(|(_, e)| LoaderError::Map {
                 map: m::ENDPOINT_COUNTERS,
-                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }),
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "nr_cpus",
+                    io_error: e,
+                }),
             })?;
-            let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); ncpus])
-                .map_err(|e| LoaderError::Map { map: m::ENDPOINT_COUNTERS, source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "percpu", io_error: e }) })?;
-            counters.insert(info.endpoint_id, zero, 0).map_err(map_err(m::ENDPOINT_COUNTERS))?;
+            let zero =
+                PerCpuValues::try_from(vec![EndpointCounters::default(); ncpus]).map_err(|e| {
+                    LoaderError::Map {
+                        map: m::ENDPOINT_COUNTERS,
+                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                            call: "percpu",
+                            io_error: e,
+                        }),
+                    }
+                })?;
+            counters
+                .insert(info.endpoint_id, zero, 0)
+                .map_err(map_err(m::ENDPOINT_COUNTERS))?;
         }
-        self.endpoints()?.insert(key, info, 0).map_err(map_err(m::ENDPOINTS))
+        self.endpoints()?
+            .insert(key, info, 0)
+            .map_err(map_err(m::ENDPOINTS))
     }
 
     /// Removes an endpoint and its counters; missing entries are not an error.
@@ -100,7 +117,11 @@ impl PinnedMaps {
                     sum.add(c);
                 }
             }
-            out.push(EndpointRecord { key, info, counters: sum });
+            out.push(EndpointRecord {
+                key,
+                info,
+                counters: sum,
+            });
         }
         out.sort_by_key(|r| r.info.endpoint_id);
         Ok(out)
@@ -114,7 +135,8 @@ impl PinnedMaps {
     /// Every conntrack entry (bounded by the map's capacity).
     pub fn conntrack(&self) -> Result<Vec<CtRecord>, LoaderError> {
         let map: HashMap<MapData, CtKey, CtEntry> =
-            HashMap::try_from(Map::LruHashMap(self.data(m::CONNTRACK)?)).map_err(map_err(m::CONNTRACK))?;
+            HashMap::try_from(Map::LruHashMap(self.data(m::CONNTRACK)?))
+                .map_err(map_err(m::CONNTRACK))?;
         let mut out = Vec::new();
         for item in map.iter() {
             // An LRU entry evicted mid-walk ends the walk early; that is not an error.
@@ -127,7 +149,8 @@ impl PinnedMaps {
     /// Drops by reason, summed over CPUs; only non-zero reasons.
     pub fn drops(&self) -> Result<Vec<(u8, u64)>, LoaderError> {
         let arr: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(Map::PerCpuArray(self.data(m::DROP_COUNTERS)?)).map_err(map_err(m::DROP_COUNTERS))?;
+            PerCpuArray::try_from(Map::PerCpuArray(self.data(m::DROP_COUNTERS)?))
+                .map_err(map_err(m::DROP_COUNTERS))?;
         let mut out = Vec::new();
         for code in 0..m::DROP_COUNTERS_MAX {
             let v = arr.get(&code, 0).map_err(map_err(m::DROP_COUNTERS))?;
@@ -141,6 +164,10 @@ impl PinnedMaps {
 
     /// Drops counted for one reason.
     pub fn drop_count(&self, reason: DropReason) -> Result<u64, LoaderError> {
-        Ok(self.drops()?.into_iter().find(|(c, _)| *c == reason as u8).map_or(0, |(_, n)| n))
+        Ok(self
+            .drops()?
+            .into_iter()
+            .find(|(c, _)| *c == reason as u8)
+            .map_or(0, |(_, n)| n))
     }
 }

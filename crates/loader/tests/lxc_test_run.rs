@@ -1,7 +1,10 @@
 //! `BPF_PROG_TEST_RUN` tests of the pod-veth programs with crafted packets: every branch of
 //! `plexus_from_container` and `plexus_to_container`, against the real verifier and kernel.
 
-use std::{path::PathBuf, sync::atomic::{AtomicU32, Ordering}};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use aya::programs::{TestRun, TestRunOptions};
 use plexus_abi::{maps::programs, DropReason, EndpointInfo, EndpointKey, IpAddr6};
@@ -37,7 +40,14 @@ const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const HOST_B: [u8; 6] = [0x02, 0, 0, 0, 1, 0x0b];
 
 fn endpoint(ifindex: u32, id: u32, pod_mac: [u8; 6], host_mac: [u8; 6]) -> EndpointInfo {
-    EndpointInfo { ifindex, endpoint_id: id, pod_mac, host_mac, identity: 0, flags: 0 }
+    EndpointInfo {
+        ifindex,
+        endpoint_id: id,
+        pod_mac,
+        host_mac,
+        identity: 0,
+        flags: 0,
+    }
 }
 
 fn csum(data: &[u8]) -> u16 {
@@ -78,14 +88,20 @@ fn run(dp: &mut Datapath, prog: &'static str, pkt: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; pkt.len() + 64];
     let prog = dp.program(prog).expect("program");
     let res = prog
-        .test_run(TestRunOptions { data_in: Some(pkt), data_out: Some(&mut out), ..Default::default() })
+        .test_run(TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
         .expect("BPF_PROG_TEST_RUN");
     out.truncate(res.data_size_out as usize);
     (res.return_value, out)
 }
 
 fn key(ip: [u8; 4]) -> EndpointKey {
-    EndpointKey { ip: IpAddr6::from_v4_octets(ip) }
+    EndpointKey {
+        ip: IpAddr6::from_v4_octets(ip),
+    }
 }
 
 #[test]
@@ -94,12 +110,17 @@ fn local_pod_to_pod_is_redirected_with_rewritten_macs_and_ttl() {
     let mut dp = Datapath::load(&pins.0).expect("load");
     let maps = dp.maps().expect("maps");
     // BPF_PROG_TEST_RUN runs the skb on the loopback device: ifindex 1 is "the pod's veth".
-    maps.upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, [2, 0, 0, 0, 1, 0x0a])).unwrap();
-    maps.upsert_endpoint(key(POD_B), endpoint(4242, 11, MAC_B, HOST_B)).unwrap();
+    maps.upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, [2, 0, 0, 0, 1, 0x0a]))
+        .unwrap();
+    maps.upsert_endpoint(key(POD_B), endpoint(4242, 11, MAC_B, HOST_B))
+        .unwrap();
 
     let pkt = udp_packet(POD_A, POD_B, 64);
     let (ret, out) = run(&mut dp, programs::FROM_CONTAINER, &pkt);
-    assert_eq!(ret, TC_ACT_REDIRECT, "a local destination is redirected to its veth peer");
+    assert_eq!(
+        ret, TC_ACT_REDIRECT,
+        "a local destination is redirected to its veth peer"
+    );
     assert_eq!(&out[0..6], &MAC_B, "destination MAC is the pod's");
     assert_eq!(&out[6..12], &HOST_B, "source MAC is the host-side veth's");
     assert_eq!(out[14 + 8], 63, "TTL decremented");
@@ -125,7 +146,8 @@ fn reply_direction_updates_the_same_conntrack_entry() {
     let pins = PinDir::new();
     let mut dp = Datapath::load(&pins.0).expect("load");
     let maps = dp.maps().unwrap();
-    maps.upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, HOST_B)).unwrap();
+    maps.upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, HOST_B))
+        .unwrap();
     let out = udp_packet(POD_A, [192, 0, 2, 1], 64);
     assert_eq!(run(&mut dp, programs::FROM_CONTAINER, &out).0, TC_ACT_OK);
     // The reply, delivered by the stack to the pod through the veth's egress.
@@ -137,7 +159,10 @@ fn reply_direction_updates_the_same_conntrack_entry() {
     assert_eq!(ct.len(), 1);
     assert_eq!(ct[0].entry.tx_packets, 1);
     assert_eq!(ct[0].entry.rx_packets, 1);
-    assert_eq!(ct[0].entry.flags & plexus_abi::conntrack::CT_F_SEEN_REPLY, 1);
+    assert_eq!(
+        ct[0].entry.flags & plexus_abi::conntrack::CT_F_SEEN_REPLY,
+        1
+    );
     let a = &maps.endpoints_list().unwrap()[0];
     assert_eq!((a.counters.tx_packets, a.counters.rx_packets), (1, 1));
 }
@@ -146,7 +171,10 @@ fn reply_direction_updates_the_same_conntrack_entry() {
 fn non_local_destination_goes_to_the_stack_unchanged() {
     let pins = PinDir::new();
     let mut dp = Datapath::load(&pins.0).expect("load");
-    dp.maps().unwrap().upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, HOST_B)).unwrap();
+    dp.maps()
+        .unwrap()
+        .upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, HOST_B))
+        .unwrap();
     let pkt = udp_packet(POD_A, [10, 200, 0, 1], 64);
     let (ret, out) = run(&mut dp, programs::FROM_CONTAINER, &pkt);
     assert_eq!(ret, TC_ACT_OK);
@@ -159,12 +187,22 @@ fn spoofed_source_is_dropped_and_counted() {
     let mut dp = Datapath::load(&pins.0).expect("load");
     let maps = dp.maps().unwrap();
     // POD_A lives behind another interface than the one the packet arrives on.
-    maps.upsert_endpoint(key(POD_A), endpoint(999, 10, MAC_A, HOST_B)).unwrap();
-    maps.upsert_endpoint(key(POD_B), endpoint(4242, 11, MAC_B, HOST_B)).unwrap();
-    let (ret, _) = run(&mut dp, programs::FROM_CONTAINER, &udp_packet(POD_A, POD_B, 64));
+    maps.upsert_endpoint(key(POD_A), endpoint(999, 10, MAC_A, HOST_B))
+        .unwrap();
+    maps.upsert_endpoint(key(POD_B), endpoint(4242, 11, MAC_B, HOST_B))
+        .unwrap();
+    let (ret, _) = run(
+        &mut dp,
+        programs::FROM_CONTAINER,
+        &udp_packet(POD_A, POD_B, 64),
+    );
     assert_eq!(ret, TC_ACT_SHOT);
     // An address no endpoint owns.
-    let (ret, _) = run(&mut dp, programs::FROM_CONTAINER, &udp_packet([10, 9, 9, 9], POD_B, 64));
+    let (ret, _) = run(
+        &mut dp,
+        programs::FROM_CONTAINER,
+        &udp_packet([10, 9, 9, 9], POD_B, 64),
+    );
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(maps.drop_count(DropReason::InvalidSourceIp).unwrap(), 2);
 }
@@ -174,8 +212,10 @@ fn expiring_ttl_and_truncated_packets() {
     let pins = PinDir::new();
     let mut dp = Datapath::load(&pins.0).expect("load");
     let maps = dp.maps().unwrap();
-    maps.upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, HOST_B)).unwrap();
-    maps.upsert_endpoint(key(POD_B), endpoint(4242, 11, MAC_B, HOST_B)).unwrap();
+    maps.upsert_endpoint(key(POD_A), endpoint(1, 10, MAC_A, HOST_B))
+        .unwrap();
+    maps.upsert_endpoint(key(POD_B), endpoint(4242, 11, MAC_B, HOST_B))
+        .unwrap();
     // TTL 1: the stack must answer with ICMP time exceeded, so no redirect.
     let pkt = udp_packet(POD_A, POD_B, 1);
     assert_eq!(run(&mut dp, programs::FROM_CONTAINER, &pkt).0, TC_ACT_OK);
@@ -185,12 +225,22 @@ fn expiring_ttl_and_truncated_packets() {
     // An IPv4 header length below the minimum.
     let mut bad_ihl = udp_packet(POD_A, POD_B, 64);
     bad_ihl[14] = 0x44;
-    assert_eq!(run(&mut dp, programs::FROM_CONTAINER, &bad_ihl).0, TC_ACT_SHOT);
+    assert_eq!(
+        run(&mut dp, programs::FROM_CONTAINER, &bad_ihl).0,
+        TC_ACT_SHOT
+    );
     // An unknown EtherType.
     let mut odd = udp_packet(POD_A, POD_B, 64);
     odd[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
     assert_eq!(run(&mut dp, programs::FROM_CONTAINER, &odd).0, TC_ACT_SHOT);
-    assert_eq!(maps.drop_count(DropReason::CtTruncatedOrInvalidHeader).unwrap(), 1);
+    assert_eq!(
+        maps.drop_count(DropReason::CtTruncatedOrInvalidHeader)
+            .unwrap(),
+        1
+    );
     assert_eq!(maps.drop_count(DropReason::InvalidPacket).unwrap(), 1);
-    assert_eq!(maps.drop_count(DropReason::UnsupportedL3Protocol).unwrap(), 1);
+    assert_eq!(
+        maps.drop_count(DropReason::UnsupportedL3Protocol).unwrap(),
+        1
+    );
 }

@@ -69,7 +69,10 @@ pub fn ip(netns: Option<&Path>, args: &[&str]) -> Result<String, NetdevError> {
 /// Runs a command, returning stdout, or an error carrying stderr.
 pub fn run(mut cmd: Command) -> Result<String, NetdevError> {
     let line = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|source| NetdevError::Spawn { cmd: line.clone(), source })?;
+    let out = cmd.output().map_err(|source| NetdevError::Spawn {
+        cmd: line.clone(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(NetdevError::Failed {
             cmd: line,
@@ -98,8 +101,11 @@ pub struct Link {
 pub fn link(netns: Option<&Path>, name: &str) -> Result<Option<Link>, NetdevError> {
     match ip(netns, &["-j", "link", "show", "dev", name]) {
         Ok(out) => {
-            let links: Vec<Link> = serde_json::from_str(&out)
-                .map_err(|source| NetdevError::Parse { cmd: format!("ip -j link show dev {name}"), source })?;
+            let links: Vec<Link> =
+                serde_json::from_str(&out).map_err(|source| NetdevError::Parse {
+                    cmd: format!("ip -j link show dev {name}"),
+                    source,
+                })?;
             Ok(links.into_iter().next())
         }
         Err(NetdevError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
@@ -119,7 +125,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Path of a named network namespace.
@@ -146,7 +155,9 @@ pub fn netns_del(name: &str) -> Result<(), NetdevError> {
 
 /// Named network namespaces whose names start with `prefix`.
 pub fn netns_list(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
     let mut v: Vec<String> = dir
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -158,13 +169,19 @@ pub fn netns_list(prefix: &str) -> Vec<String> {
 
 /// PIDs of processes whose network namespace is the one at `path`.
 pub fn netns_pids(path: &Path) -> Vec<i32> {
-    let Ok(target) = std::fs::metadata(path) else { return Vec::new() };
+    let Ok(target) = std::fs::metadata(path) else {
+        return Vec::new();
+    };
     use std::os::unix::fs::MetadataExt;
     let (dev, ino) = (target.dev(), target.ino());
     let mut pids = Vec::new();
-    let Ok(proc) = std::fs::read_dir("/proc") else { return pids };
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
     for e in proc.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
             if m.dev() == dev && m.ino() == ino {
                 pids.push(pid);
@@ -180,18 +197,27 @@ pub fn in_netns<T: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NetdevError> {
-    let file = File::open(path).map_err(|source| NetdevError::Setns { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| NetdevError::Setns {
+        path: path.into(),
+        source,
+    })?;
     let p = path.to_path_buf();
     std::thread::spawn(move || {
         // SAFETY: setns on a valid namespace fd affects only this (fresh) thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(NetdevError::Setns { path: p, source: io::Error::last_os_error() });
+            return Err(NetdevError::Setns {
+                path: p,
+                source: io::Error::last_os_error(),
+            });
         }
         Ok(f())
     })
     .join()
     .unwrap_or_else(|_| {
-        Err(NetdevError::Setns { path: path.into(), source: io::Error::other("thread panicked") })
+        Err(NetdevError::Setns {
+            path: path.into(),
+            source: io::Error::other("thread panicked"),
+        })
     })
 }
 
