@@ -1,0 +1,143 @@
+//! A serial TCP request/response (RR) benchmark: the client sends one byte and waits for one
+//! byte back, over one connection with `TCP_NODELAY`, for a fixed time, and records the latency
+//! of every transaction; the server echoes each byte it reads.
+//!
+//! One transaction in flight at a time, so the rate is the inverse of the round-trip latency
+//! through the datapath (plus both ends' system calls), which is what a per-packet cost shows up
+//! in first.
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{stats::percentile, BenchError};
+
+/// How long the client waits for the TCP handshake, and then for each reply.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The outcome of one RR run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RrResult {
+    /// Transactions completed.
+    pub transactions: u64,
+    /// Transactions per second over the run.
+    pub tx_per_sec: f64,
+    /// Median transaction latency, microseconds.
+    pub p50_us: f64,
+    /// 99th-percentile transaction latency, microseconds.
+    pub p99_us: f64,
+}
+
+impl RrResult {
+    /// Summarises per-transaction latencies (nanoseconds, any order) measured over `elapsed`.
+    /// `None` when there are none.
+    pub fn from_latencies(mut latencies_ns: Vec<u64>, elapsed: Duration) -> Option<Self> {
+        latencies_ns.sort_unstable();
+        let p50 = percentile(&latencies_ns, 50.0)?;
+        let p99 = percentile(&latencies_ns, 99.0)?;
+        let n = latencies_ns.len() as u64;
+        Some(Self {
+            transactions: n,
+            tx_per_sec: n as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            p50_us: p50 as f64 / 1000.0,
+            p99_us: p99 as f64 / 1000.0,
+        })
+    }
+}
+
+/// Binds the RR server's listener on `0.0.0.0:port`.
+pub fn bind(port: u16) -> Result<TcpListener, BenchError> {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+        .map_err(|e| BenchError::io(format!("binding TCP port {port}"), e))
+}
+
+/// Serves connections one after the other, forever: echoes every byte read. Serial on purpose:
+/// the benchmark's client is serial too, and the server stays on the one pinned CPU.
+pub fn serve(listener: &TcpListener) -> Result<(), BenchError> {
+    loop {
+        let (conn, _) = listener
+            .accept()
+            .map_err(|e| BenchError::io("accepting a connection", e))?;
+        // A client that goes away mid-transaction ends only its own connection.
+        let _ = echo(conn);
+    }
+}
+
+/// Echoes what `conn` sends until it closes.
+fn echo(mut conn: TcpStream) -> std::io::Result<()> {
+    conn.set_nodelay(true)?;
+    let mut buf = [0u8; 64];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        conn.write_all(&buf[..n])?;
+    }
+}
+
+/// Runs the client against `server` for `duration`: one connection, one byte each way per
+/// transaction, every transaction's latency recorded.
+pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
+    let mut conn = TcpStream::connect_timeout(&server, IO_TIMEOUT)
+        .map_err(|e| BenchError::io(format!("connecting to {server}"), e))?;
+    let setup = |e| BenchError::io(format!("configuring the connection to {server}"), e);
+    conn.set_nodelay(true).map_err(setup)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
+    conn.set_write_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
+
+    // Room for ~200k tx/s without reallocating during the measurement.
+    let mut latencies: Vec<u64> =
+        Vec::with_capacity((duration.as_secs_f64() * 200_000.0).min(1e8) as usize);
+    let mut byte = [0u8; 1];
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut t0 = start;
+    loop {
+        conn.write_all(&byte)
+            .map_err(|e| BenchError::io(format!("sending to {server}"), e))?;
+        conn.read_exact(&mut byte)
+            .map_err(|e| BenchError::io(format!("waiting for a reply from {server}"), e))?;
+        let t1 = Instant::now();
+        latencies.push(t1.duration_since(t0).as_nanos() as u64);
+        t0 = t1;
+        if t1 >= deadline {
+            break;
+        }
+    }
+    let elapsed = t0.duration_since(start);
+    RrResult::from_latencies(latencies, elapsed)
+        .ok_or_else(|| BenchError::NoTransactions(server.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_from_latencies() {
+        let lat: Vec<u64> = (1..=1000).rev().map(|i| i * 1000).collect();
+        let r = RrResult::from_latencies(lat, Duration::from_secs(2)).unwrap();
+        assert_eq!(r.transactions, 1000);
+        assert_eq!(r.tx_per_sec, 500.0);
+        assert_eq!(r.p50_us, 500.0);
+        assert_eq!(r.p99_us, 990.0);
+        assert!(RrResult::from_latencies(Vec::new(), Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn client_and_server_over_loopback() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || serve(&listener));
+        let r = run_client(addr, Duration::from_millis(100)).unwrap();
+        assert!(r.transactions > 0);
+        assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us);
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job: a one-node Plexus lab on this machine. Installs what it needs, builds everything
+# (eBPF included), starts the lab from examples/demo, shows its pods and endpoints and the TCP and
+# UDP reachability of every pod pair, then takes the lab down (KEEP=1 leaves it running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+echo "== building (release)"
+cargo build --release --bins --quiet 2>&1 | grep -v '^warning: plexus-loader' || true
+PLEXUS="$PWD/target/release/plexus"
+test -x "$PLEXUS"
+LAB=${LAB:-demo}
+
+if [ "${KEEP:-0}" != 1 ]; then
+  trap '"$PLEXUS" --lab "$LAB" lab down' EXIT
+fi
+"$PLEXUS" --lab "$LAB" lab down >/dev/null 2>&1 || true
+
+echo "== plexus lab up -f examples/demo"
+"$PLEXUS" --lab "$LAB" lab up -f examples/demo
+echo
+echo "== plexus endpoint list"
+"$PLEXUS" --lab "$LAB" endpoint list
+echo
+echo "== plexus lab matrix --port 80 --protocol TCP   ('.' connected, 'X' blocked; rows from, columns to)"
+"$PLEXUS" --lab "$LAB" lab matrix --port 80 --protocol TCP
+echo
+echo "== plexus lab matrix --port 53 --protocol UDP"
+"$PLEXUS" --lab "$LAB" lab matrix --port 53 --protocol UDP
+echo
+echo "== plexus lab probe shop/backend ops/monitor --port 80"
+"$PLEXUS" --lab "$LAB" lab probe shop/backend ops/monitor --port 80
+echo
+echo "== plexus status"
+"$PLEXUS" --lab "$LAB" status
+echo
+echo "== plexus bpf endpoint list (per-endpoint counters from the datapath)"
+"$PLEXUS" --lab "$LAB" bpf endpoint list
