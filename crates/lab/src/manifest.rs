@@ -1278,7 +1278,8 @@ mod tests {
     use super::*;
 
     /// The standard e2e NetworkPolicy topology: namespaces x, y, z with pods a, b, c each.
-    const TOPOLOGY: &str = "/work/shared/conformance/netpol/topology.yaml";
+    /// The conformance topology, in `shared/` beside the checkout.
+    const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/netpol/topology.yaml");
 
     /// The file name the in-memory tests pretend to read.
     const FILE: &str = "manifests/web.yaml";
