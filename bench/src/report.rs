@@ -68,6 +68,8 @@ pub struct Report {
     pub ceiling: String,
     /// One summary per setup, in table order.
     pub setups: Vec<SetupSummary>,
+    /// Remarks on how the setups were measured, printed under the table.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -96,6 +98,7 @@ impl Report {
             cpu,
             ceiling: ceiling.to_string(),
             setups,
+            notes: Vec::new(),
         }
     }
 
@@ -125,6 +128,9 @@ impl Report {
                 &format!("{:.1}", s.p50_us),
                 &format!("{:.1}", s.p99_us),
             ]));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
         }
         out
     }
@@ -164,7 +170,7 @@ pub fn group_thousands(v: f64) -> String {
     let digits = (v.round().abs() as u64).to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -231,10 +237,15 @@ mod tests {
 
     #[test]
     fn table_with_ratios_to_ceiling() {
-        let veth = SetupSummary::from_samples("bare veth", vec![sample(1, 40.0, 60150.0, 16.1, 30.0)]);
-        let br = SetupSummary::from_samples("bridge CNI", vec![sample(1, 30.0, 50162.0, 19.5, 35.25)]);
+        let veth =
+            SetupSummary::from_samples("bare veth", vec![sample(1, 40.0, 60150.0, 16.1, 30.0)]);
+        let br =
+            SetupSummary::from_samples("bridge CNI", vec![sample(1, 30.0, 50162.0, 19.5, 35.25)]);
         let r = Report::new(1, 5.0, 1, "bare veth", vec![veth, br]);
-        assert_eq!(r.setups[1].rr_ratio.map(|x| (x * 100.0).round()), Some(83.0));
+        assert_eq!(
+            r.setups[1].rr_ratio.map(|x| (x * 100.0).round()),
+            Some(83.0)
+        );
         let t = r.table();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
@@ -261,6 +272,10 @@ mod tests {
         let r = Report::new(2, 5.0, 1, "bare veth", vec![p]);
         let t = r.table();
         assert!(t.starts_with("pod-to-pod, 2 rounds,"));
-        assert!(t.lines().nth(2).unwrap().starts_with("plexus             38.00        -       58,000    -"));
+        assert!(t
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("plexus             38.00        -       58,000    -"));
     }
 }
