@@ -11,7 +11,11 @@ use crate::{reserved, Labels, NumericIdentity, Prefix, SOURCE_CIDR};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// The cluster-wide range is used up.
-    #[error("no free identity left in {}..={}", reserved::FIRST_ALLOCATED, reserved::LAST_ALLOCATED)]
+    #[error(
+        "no free identity left in {}..={}",
+        reserved::FIRST_ALLOCATED,
+        reserved::LAST_ALLOCATED
+    )]
     Exhausted,
 }
 
@@ -32,13 +36,21 @@ pub struct Allocator {
 }
 
 fn key(labels: &Labels) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Allocator {
     /// An empty allocator.
     pub fn new() -> Self {
-        Self { next: reserved::FIRST_ALLOCATED, next_local: reserved::FIRST_LOCAL, ..Default::default() }
+        Self {
+            next: reserved::FIRST_ALLOCATED,
+            next_local: reserved::FIRST_LOCAL,
+            ..Default::default()
+        }
     }
 
     /// Takes a reference on the identity of `labels`, allocating one if none exists.
@@ -51,7 +63,13 @@ impl Allocator {
             return Ok(*id);
         }
         let id = self.free_id()?;
-        self.by_id.insert(id, Entry { labels: labels.clone(), refs: 1 });
+        self.by_id.insert(
+            id,
+            Entry {
+                labels: labels.clone(),
+                refs: 1,
+            },
+        );
         self.by_labels.insert(k, id);
         Ok(id)
     }
@@ -59,7 +77,8 @@ impl Allocator {
     fn free_id(&mut self) -> Result<NumericIdentity, IdentityError> {
         let span = reserved::LAST_ALLOCATED - reserved::FIRST_ALLOCATED + 1;
         for step in 0..span {
-            let id = reserved::FIRST_ALLOCATED + (self.next - reserved::FIRST_ALLOCATED + step) % span;
+            let id =
+                reserved::FIRST_ALLOCATED + (self.next - reserved::FIRST_ALLOCATED + step) % span;
             if !self.by_id.contains_key(&id) {
                 self.next = reserved::FIRST_ALLOCATED + (id - reserved::FIRST_ALLOCATED + 1) % span;
                 return Ok(id);
@@ -70,7 +89,9 @@ impl Allocator {
 
     /// Drops a reference; the identity is released when none is left. Returns whether it was.
     pub fn release(&mut self, id: NumericIdentity) -> bool {
-        let Some(e) = self.by_id.get_mut(&id) else { return false };
+        let Some(e) = self.by_id.get_mut(&id) else {
+            return false;
+        };
         e.refs = e.refs.saturating_sub(1);
         if e.refs > 0 {
             return false;
@@ -125,7 +146,10 @@ impl Allocator {
 
     /// Every allocated identity with its labels and reference count.
     pub fn list(&self) -> Vec<(NumericIdentity, Labels, u32)> {
-        self.by_id.iter().map(|(id, e)| (*id, e.labels.clone(), e.refs)).collect()
+        self.by_id
+            .iter()
+            .map(|(id, e)| (*id, e.labels.clone(), e.refs))
+            .collect()
     }
 }
 
@@ -134,7 +158,10 @@ mod tests {
     use super::*;
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

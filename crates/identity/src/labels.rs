@@ -40,9 +40,15 @@ pub fn endpoint_labels(namespace: &str, pod_labels: &Labels, namespace_labels: &
             out.insert(format!("{SOURCE_K8S}:{k}"), v.clone());
         }
     }
-    out.insert(format!("{SOURCE_K8S}:{NAMESPACE_LABEL}"), namespace.to_string());
+    out.insert(
+        format!("{SOURCE_K8S}:{NAMESPACE_LABEL}"),
+        namespace.to_string(),
+    );
     for (k, v) in namespace_labels {
-        out.insert(format!("{SOURCE_K8S}:{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
+        out.insert(
+            format!("{SOURCE_K8S}:{NAMESPACE_LABELS_PREFIX}{k}"),
+            v.clone(),
+        );
     }
     out
 }
@@ -53,15 +59,31 @@ mod tests {
 
     #[test]
     fn pod_labels_get_source_and_namespace_labels() {
-        let pod: Labels = [("app".into(), "web".into()), ("pod-template-hash".into(), "abc".into())].into();
-        let ns: Labels = [("kubernetes.io/metadata.name".into(), "x".into()), ("team".into(), "t".into())].into();
+        let pod: Labels = [
+            ("app".into(), "web".into()),
+            ("pod-template-hash".into(), "abc".into()),
+        ]
+        .into();
+        let ns: Labels = [
+            ("kubernetes.io/metadata.name".into(), "x".into()),
+            ("team".into(), "t".into()),
+        ]
+        .into();
         let l = endpoint_labels("x", &pod, &ns);
         assert_eq!(l.get("k8s:app").map(String::as_str), Some("web"));
         assert!(!l.contains_key("k8s:pod-template-hash"));
-        assert_eq!(l.get("k8s:io.kubernetes.pod.namespace").map(String::as_str), Some("x"));
-        assert_eq!(l.get("k8s:io.cilium.k8s.namespace.labels.team").map(String::as_str), Some("t"));
         assert_eq!(
-            l.get("k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name").map(String::as_str),
+            l.get("k8s:io.kubernetes.pod.namespace").map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(
+            l.get("k8s:io.cilium.k8s.namespace.labels.team")
+                .map(String::as_str),
+            Some("t")
+        );
+        assert_eq!(
+            l.get("k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name")
+                .map(String::as_str),
             Some("x")
         );
     }

@@ -9,8 +9,8 @@ mod prefix;
 
 pub use allocator::{Allocator, IdentityError};
 pub use labels::{
-    endpoint_labels, is_identity_label, Labels, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX, SOURCE_CIDR,
-    SOURCE_K8S, SOURCE_RESERVED,
+    endpoint_labels, is_identity_label, Labels, NAMESPACE_LABEL, NAMESPACE_LABELS_PREFIX,
+    SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED,
 };
 pub use prefix::{Prefix, PrefixError};
 

@@ -52,7 +52,9 @@ impl Prefix {
 
     /// Whether this prefix contains (or equals) `other`.
     pub fn contains(&self, other: &Prefix) -> bool {
-        other.addr.is_ipv4() == self.addr.is_ipv4() && other.len >= self.len && self.contains_addr(other.addr)
+        other.addr.is_ipv4() == self.addr.is_ipv4()
+            && other.len >= self.len
+            && self.contains_addr(other.addr)
     }
 
     /// A host prefix (/32 or /128).

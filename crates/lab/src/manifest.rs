@@ -1279,7 +1279,10 @@ mod tests {
 
     /// The standard e2e NetworkPolicy topology: namespaces x, y, z with pods a, b, c each.
     /// The conformance topology, in `shared/` beside the checkout.
-    const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/netpol/topology.yaml");
+    const TOPOLOGY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/netpol/topology.yaml"
+    );
 
     /// The file name the in-memory tests pretend to read.
     const FILE: &str = "manifests/web.yaml";

@@ -9,5 +9,8 @@
 pub mod rule;
 pub mod selector;
 
-pub use rule::{Action, Direction, Entity, Enforcement, Origin, ParsedPolicy, Peer, PolicyId, PortProto, PortSpec, Proto, Rule};
+pub use rule::{
+    Action, Direction, Enforcement, Entity, Origin, ParsedPolicy, Peer, PolicyId, PortProto,
+    PortSpec, Proto, Rule,
+};
 pub use selector::{Operator, Requirement, Selector};

@@ -43,7 +43,10 @@ pub struct Selector {
 /// The value of `key` in `labels`, honouring the `any:` source.
 fn lookup<'a>(labels: &'a Labels, key: &str) -> Option<&'a String> {
     match key.strip_prefix("any:") {
-        Some(bare) => labels.iter().find(|(k, _)| k.split_once(':').map(|(_, kk)| kk) == Some(bare)).map(|(_, v)| v),
+        Some(bare) => labels
+            .iter()
+            .find(|(k, _)| k.split_once(':').map(|(_, kk)| kk) == Some(bare))
+            .map(|(_, v)| v),
         None => labels.get(key),
     }
 }
@@ -51,12 +54,20 @@ fn lookup<'a>(labels: &'a Labels, key: &str) -> Option<&'a String> {
 impl Requirement {
     /// `key` has exactly `value`.
     pub fn eq(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Requirement { key: key.into(), op: Operator::In, values: [value.into()].into() }
+        Requirement {
+            key: key.into(),
+            op: Operator::In,
+            values: [value.into()].into(),
+        }
     }
 
     /// `key` is present.
     pub fn exists(key: impl Into<String>) -> Self {
-        Requirement { key: key.into(), op: Operator::Exists, values: BTreeSet::new() }
+        Requirement {
+            key: key.into(),
+            op: Operator::Exists,
+            values: BTreeSet::new(),
+        }
     }
 
     /// Whether `labels` satisfy the requirement.
@@ -87,7 +98,13 @@ impl Selector {
 
     /// This selector and `other` together.
     pub fn and(&self, other: &Selector) -> Selector {
-        Selector::new(self.requirements.iter().chain(&other.requirements).cloned().collect())
+        Selector::new(
+            self.requirements
+                .iter()
+                .chain(&other.requirements)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Adds one requirement.
@@ -105,7 +122,9 @@ impl Selector {
     /// Whether some requirement names this key (with or without `any:`).
     pub fn mentions(&self, key: &str) -> bool {
         let bare = key.split_once(':').map_or(key, |(_, k)| k);
-        self.requirements.iter().any(|r| r.key.split_once(':').map_or(r.key.as_str(), |(_, k)| k) == bare)
+        self.requirements
+            .iter()
+            .any(|r| r.key.split_once(':').map_or(r.key.as_str(), |(_, k)| k) == bare)
     }
 }
 
@@ -137,7 +156,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -147,11 +169,24 @@ mod tests {
         assert!(Selector::new(vec![Requirement::eq("k8s:app", "web")]).matches(&l));
         assert!(!Selector::new(vec![Requirement::eq("k8s:app", "db")]).matches(&l));
         assert!(Selector::new(vec![Requirement::eq("any:app", "web")]).matches(&l));
-        let notin = Requirement { key: "k8s:tier".into(), op: Operator::NotIn, values: ["a".into()].into() };
+        let notin = Requirement {
+            key: "k8s:tier".into(),
+            op: Operator::NotIn,
+            values: ["a".into()].into(),
+        };
         assert!(notin.matches(&l), "NotIn matches an absent label");
-        let notin_app = Requirement { key: "k8s:app".into(), op: Operator::NotIn, values: ["web".into()].into() };
+        let notin_app = Requirement {
+            key: "k8s:app".into(),
+            op: Operator::NotIn,
+            values: ["web".into()].into(),
+        };
         assert!(!notin_app.matches(&l));
-        assert!(Requirement { key: "k8s:tier".into(), op: Operator::DoesNotExist, values: BTreeSet::new() }.matches(&l));
+        assert!(Requirement {
+            key: "k8s:tier".into(),
+            op: Operator::DoesNotExist,
+            values: BTreeSet::new()
+        }
+        .matches(&l));
         assert!(Requirement::exists("any:io.kubernetes.pod.namespace").matches(&l));
         assert!(!Requirement::exists("k8s:tier").matches(&l));
     }
