@@ -1,6 +1,10 @@
 //! Programs on a pod's host-side veth, the counterpart of Cilium's `bpf_lxc`:
 //! `plexus_from_container` (tc ingress: packets the pod sends) and `plexus_to_container`
 //! (tc egress: packets the node's stack delivers to the pod).
+//!
+//! Stages of a packet from a pod: parse → source check → conntrack lookup → egress policy of
+//! the source → ingress policy of a local destination → conntrack record → deliver (peer
+//! redirect) or hand to the stack. Replies of tracked connections skip policy.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -8,13 +12,22 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use plexus_abi::{CtKey, DropReason, EndpointKey, IpAddr6};
+use plexus_abi::{
+    endpoint::{
+        ENDPOINT_F_EGRESS_ENFORCED, ENDPOINT_F_EGRESS_POLICY, ENDPOINT_F_INGRESS_ENFORCED,
+        ENDPOINT_F_INGRESS_POLICY,
+    },
+    policy::{DIR_EGRESS, DIR_INGRESS},
+    CtKey, DropReason, EndpointInfo, EndpointKey, IpAddr6,
+};
 
 use crate::{
-    conntrack,
+    conntrack::{self, CtDir},
+    ipcache,
     maps::PLEXUS_ENDPOINTS,
     notify,
-    parse::{self, EthHdr, Ipv4Hdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
+    parse::{self, EthHdr, Ipv4Hdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP},
+    policy,
 };
 
 /// Offset of the TTL/protocol word in an IPv4 header, for the checksum update.
@@ -28,7 +41,7 @@ pub fn plexus_from_container(ctx: TcContext) -> i32 {
     finish(try_from_container(&ctx))
 }
 
-/// Packets the stack delivers to a pod (from the node itself): count and pass.
+/// Packets the stack delivers to a pod (from the node itself or beyond it).
 #[classifier]
 pub fn plexus_to_container(ctx: TcContext) -> i32 {
     finish(try_to_container(&ctx))
@@ -46,19 +59,20 @@ fn finish(res: Result<i32, DropReason>) -> i32 {
     }
 }
 
-#[inline(always)]
-fn try_from_container(ctx: &TcContext) -> Result<i32, DropReason> {
-    let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
-    match u16::from_be(unsafe { (*eth).proto }) {
-        ETH_P_IP => from_container_v4(ctx),
-        // ARP and IPv6 neighbour traffic go to the node's stack; pods are IPv4-only for now.
-        ETH_P_ARP | ETH_P_IPV6 => Ok(TC_ACT_OK as i32),
-        _ => Err(DropReason::UnsupportedL3Protocol),
-    }
+/// The parts of an IPv4 packet the stages need.
+struct Packet {
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+    ttl: u8,
+    /// Destination port for policy (host order; 0 for ICMP and non-first fragments).
+    dport: u16,
+    tcp_flags: u8,
+    ct_key: CtKey,
 }
 
 #[inline(always)]
-fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
+fn parse_v4(ctx: &TcContext) -> Result<Packet, DropReason> {
     let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
     let (vihl, saddr, daddr, proto, frag_off, ttl) = unsafe {
         (
@@ -74,22 +88,13 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     if vihl >> 4 != 4 || ihl < 20 {
         return Err(DropReason::InvalidPacket);
     }
-    let len = ctx.len();
-
-    // The sender must be the endpoint that owns this veth: no spoofed source addresses.
-    let src_key = EndpointKey {
-        ip: IpAddr6::from_v4_raw(saddr),
+    let l4 = parse::l4(ctx, proto, ETH_HLEN + ihl, frag_off & 0x1fff == 0)?;
+    let dport = if proto == IPPROTO_ICMP {
+        0
+    } else {
+        u16::from_be(l4.dport)
     };
-    let src = unsafe { PLEXUS_ENDPOINTS.get(&src_key) }.ok_or(DropReason::InvalidSourceIp)?;
-    if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
-        return Err(DropReason::InvalidSourceIp);
-    }
-    let src_id = src.endpoint_id;
-    let src_identity = src.identity;
-
-    let first_fragment = frag_off & 0x1fff == 0;
-    let l4 = parse::l4(ctx, proto, ETH_HLEN + ihl, first_fragment)?;
-    let key = CtKey {
+    let ct_key = CtKey {
         saddr: IpAddr6::from_v4_raw(saddr),
         daddr: IpAddr6::from_v4_raw(daddr),
         sport: l4.sport,
@@ -97,17 +102,89 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
         proto,
         _pad: [0; 3],
     };
-    conntrack::track(&key, l4.tcp_flags, src_identity);
+    Ok(Packet {
+        saddr,
+        daddr,
+        proto,
+        ttl,
+        dport,
+        tcp_flags: l4.tcp_flags,
+        ct_key,
+    })
+}
+
+#[inline(always)]
+fn endpoint(addr: u32) -> Option<&'static EndpointInfo> {
+    unsafe {
+        PLEXUS_ENDPOINTS.get(&EndpointKey {
+            ip: IpAddr6::from_v4_raw(addr),
+        })
+    }
+}
+
+#[inline(always)]
+fn try_from_container(ctx: &TcContext) -> Result<i32, DropReason> {
+    let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
+    match u16::from_be(unsafe { (*eth).proto }) {
+        ETH_P_IP => from_container_v4(ctx),
+        // ARP and IPv6 neighbour traffic go to the node's stack; pods are IPv4-only for now.
+        ETH_P_ARP | ETH_P_IPV6 => Ok(TC_ACT_OK as i32),
+        _ => Err(DropReason::UnsupportedL3Protocol),
+    }
+}
+
+#[inline(always)]
+fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
+    let pkt = parse_v4(ctx)?;
+    let len = ctx.len();
+
+    // The sender must be the endpoint that owns this veth: no spoofed source addresses.
+    let src = endpoint(pkt.saddr).ok_or(DropReason::InvalidSourceIp)?;
+    if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
+        return Err(DropReason::InvalidSourceIp);
+    }
+    let (src_id, src_identity, src_flags) = (src.endpoint_id, src.identity, src.flags);
     notify::count_tx(src_id, len);
 
-    let dst_key = EndpointKey {
-        ip: IpAddr6::from_v4_raw(daddr),
-    };
-    let Some(dst) = (unsafe { PLEXUS_ENDPOINTS.get(&dst_key) }) else {
+    let dst = endpoint(pkt.daddr);
+    let dir = conntrack::lookup(&pkt.ct_key);
+    if dir != CtDir::Reply {
+        if src_flags & ENDPOINT_F_EGRESS_POLICY != 0 {
+            let dst_identity = match dst {
+                Some(d) => d.identity,
+                None => ipcache::identity_v4(pkt.daddr),
+            };
+            let enforced = src_flags & ENDPOINT_F_EGRESS_ENFORCED != 0;
+            policy::check(
+                src_id,
+                dst_identity,
+                DIR_EGRESS,
+                pkt.proto,
+                pkt.dport,
+                enforced,
+            )?;
+        }
+        if let Some(d) = dst {
+            if d.flags & ENDPOINT_F_INGRESS_POLICY != 0 {
+                let enforced = d.flags & ENDPOINT_F_INGRESS_ENFORCED != 0;
+                policy::check(
+                    d.endpoint_id,
+                    src_identity,
+                    DIR_INGRESS,
+                    pkt.proto,
+                    pkt.dport,
+                    enforced,
+                )?;
+            }
+        }
+    }
+    conntrack::record(&pkt.ct_key, dir, pkt.tcp_flags, src_identity);
+
+    let Some(dst) = dst else {
         // Not a local pod: the node itself or beyond it; the stack routes it.
         return Ok(TC_ACT_OK as i32);
     };
-    if ttl <= 1 {
+    if pkt.ttl <= 1 {
         // Let the stack answer with ICMP time exceeded.
         return Ok(TC_ACT_OK as i32);
     }
@@ -115,9 +192,9 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     let macs = concat_macs(&dst.pod_mac, &dst.host_mac);
 
     // Forwarding is a router hop: decrement the TTL and fix the header checksum.
-    let old = u16::from_ne_bytes([ttl, proto]);
-    let new = u16::from_ne_bytes([ttl - 1, proto]);
-    ctx.store(IP_TTL_OFF, &(ttl - 1), 0)
+    let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
+    let new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
+    ctx.store(IP_TTL_OFF, &(pkt.ttl - 1), 0)
         .map_err(|_| DropReason::ErrorWritingToPacket)?;
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
         .map_err(|_| DropReason::L3ChecksumError)?;
@@ -144,37 +221,25 @@ fn try_to_container(ctx: &TcContext) -> Result<i32, DropReason> {
     if u16::from_be(unsafe { (*eth).proto }) != ETH_P_IP {
         return Ok(TC_ACT_OK as i32);
     }
-    let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
-    let (vihl, saddr, daddr, proto, frag_off) = unsafe {
-        (
-            (*ip).vihl,
-            (*ip).saddr,
-            (*ip).daddr,
-            (*ip).proto,
-            u16::from_be((*ip).frag_off),
-        )
-    };
-    let ihl = ((vihl & 0x0f) as usize) * 4;
-    if ihl < 20 {
-        return Err(DropReason::InvalidPacket);
-    }
-    let dst_key = EndpointKey {
-        ip: IpAddr6::from_v4_raw(daddr),
-    };
-    let Some(dst) = (unsafe { PLEXUS_ENDPOINTS.get(&dst_key) }) else {
+    let pkt = parse_v4(ctx)?;
+    let Some(dst) = endpoint(pkt.daddr) else {
         return Ok(TC_ACT_OK as i32);
     };
-    let dst_id = dst.endpoint_id;
-    let l4 = parse::l4(ctx, proto, ETH_HLEN + ihl, frag_off & 0x1fff == 0)?;
-    let key = CtKey {
-        saddr: IpAddr6::from_v4_raw(saddr),
-        daddr: IpAddr6::from_v4_raw(daddr),
-        sport: l4.sport,
-        dport: l4.dport,
-        proto,
-        _pad: [0; 3],
-    };
-    conntrack::track(&key, l4.tcp_flags, 0);
+    let (dst_id, dst_flags) = (dst.endpoint_id, dst.flags);
+    let dir = conntrack::lookup(&pkt.ct_key);
+    let src_identity = ipcache::identity_v4(pkt.saddr);
+    if dir != CtDir::Reply && dst_flags & ENDPOINT_F_INGRESS_POLICY != 0 {
+        let enforced = dst_flags & ENDPOINT_F_INGRESS_ENFORCED != 0;
+        policy::check(
+            dst_id,
+            src_identity,
+            DIR_INGRESS,
+            pkt.proto,
+            pkt.dport,
+            enforced,
+        )?;
+    }
+    conntrack::record(&pkt.ct_key, dir, pkt.tcp_flags, src_identity);
     notify::count_rx(dst_id, ctx.len());
     Ok(TC_ACT_OK as i32)
 }

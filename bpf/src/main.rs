@@ -4,10 +4,12 @@
 #![no_main]
 
 mod conntrack;
+mod ipcache;
 mod lxc;
 mod maps;
 mod notify;
 mod parse;
+mod policy;
 
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -23,6 +23,7 @@ use std::{
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use plexus_bench::{
+    cpu::CpuTimes,
     iperf,
     report::{group_thousands, Report, Sample, SetupSummary},
     rr::{self, RrResult},
@@ -37,6 +38,10 @@ const IPERF_PORT: u16 = 5201;
 const CNI_DIR: &str = "/usr/lib/cni";
 /// Extra time a client command gets beyond its measurement before it is killed.
 const CLIENT_GRACE: Duration = Duration::from_secs(30);
+/// How long the pinned CPU is watched before the run, to tell whether other work is on it.
+const BUSY_SAMPLE: Duration = Duration::from_secs(1);
+/// Busy at least this fraction of `BUSY_SAMPLE` is worth a note under the results.
+const BUSY_CPU: f64 = 0.1;
 /// How long a server gets to start listening.
 const SERVER_START: Duration = Duration::from_secs(10);
 
@@ -224,6 +229,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         plexus,
     };
     let mut notes = Vec::new();
+    if let Some(busy) = cpu_busy(args.cpu, BUSY_SAMPLE).filter(|b| *b >= BUSY_CPU) {
+        let note = format!(
+            "CPU {} was {:.0}% busy with other work just before the run: expect noise",
+            args.cpu,
+            busy * 100.0
+        );
+        eprintln!("note: {note}");
+        notes.push(note);
+    }
     let mut setups: Vec<Setup> = Vec::new();
     for &kind in &kinds {
         check_interrupted()?;
@@ -499,6 +513,14 @@ fn run_cmd(mut cmd: Command) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The fraction of `window` that CPU `cpu` spent busy, from `/proc/stat`.
+fn cpu_busy(cpu: u32, window: Duration) -> Option<f64> {
+    let read = || CpuTimes::parse(&fs::read_to_string("/proc/stat").ok()?, cpu);
+    let before = read()?;
+    thread::sleep(window);
+    Some(before.busy_until(&read()?))
 }
 
 fn which(tool: &str) -> anyhow::Result<()> {

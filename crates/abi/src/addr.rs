@@ -3,7 +3,7 @@
 /// An IPv6 address, or an IPv4 address in its IPv4-mapped form (`::ffff:a.b.c.d`), as raw
 /// network-order bytes held in four words so the kernel can compare and copy it cheaply.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
 pub struct IpAddr6 {
     /// The address bytes in network order, viewed as four native words.
     pub words: [u32; 4],

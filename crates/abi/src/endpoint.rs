@@ -4,7 +4,7 @@ use crate::IpAddr6;
 
 /// Key of the endpoints map: a pod's IP address.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
 pub struct EndpointKey {
     /// The pod's address (IPv4-mapped for IPv4).
     pub ip: IpAddr6,
@@ -30,3 +30,11 @@ pub struct EndpointInfo {
 
 /// The endpoint is being deleted: deliver nothing new to it.
 pub const ENDPOINT_F_TERMINATING: u32 = 1;
+/// Ingress has policy entries to look up.
+pub const ENDPOINT_F_INGRESS_POLICY: u32 = 1 << 1;
+/// Ingress is default-deny: no matching entry means drop.
+pub const ENDPOINT_F_INGRESS_ENFORCED: u32 = 1 << 2;
+/// Egress has policy entries to look up.
+pub const ENDPOINT_F_EGRESS_POLICY: u32 = 1 << 3;
+/// Egress is default-deny.
+pub const ENDPOINT_F_EGRESS_ENFORCED: u32 = 1 << 4;

@@ -11,13 +11,17 @@ pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod endpoint;
+pub mod ipcache;
 pub mod maps;
+pub mod policy;
 
 pub use addr::IpAddr6;
 pub use conntrack::{CtEntry, CtKey};
 pub use counters::EndpointCounters;
 pub use drop::DropReason;
 pub use endpoint::{EndpointInfo, EndpointKey};
+pub use ipcache::{IpcacheKey, IpcacheValue};
+pub use policy::{PolicyKey, PolicyValue};
 
 /// Implements `aya::Pod` for ABI types in userspace builds.
 #[cfg(feature = "user")]
@@ -31,6 +35,10 @@ mod pod {
     unsafe impl aya::Pod for EndpointCounters {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for PolicyKey {}
+    unsafe impl aya::Pod for PolicyValue {}
+    unsafe impl aya::Pod for IpcacheKey {}
+    unsafe impl aya::Pod for IpcacheValue {}
 }
 
 #[cfg(test)]
@@ -47,5 +55,9 @@ mod layout_tests {
         assert_eq!(size_of::<EndpointCounters>(), 32);
         assert_eq!(size_of::<CtKey>(), 40);
         assert_eq!(size_of::<CtEntry>(), 40);
+        assert_eq!(size_of::<PolicyKey>(), 12);
+        assert_eq!(size_of::<PolicyValue>(), 8);
+        assert_eq!(size_of::<IpcacheKey>(), 16);
+        assert_eq!(size_of::<IpcacheValue>(), 24);
     }
 }

@@ -9,6 +9,10 @@ pub const ENDPOINT_COUNTERS: &str = "PLEXUS_EP_COUNTERS";
 pub const CONNTRACK: &str = "PLEXUS_CT";
 /// Drop reason code → per-CPU packet count.
 pub const DROP_COUNTERS: &str = "PLEXUS_DROPS";
+/// [`crate::PolicyKey`] (LPM) → [`crate::PolicyValue`].
+pub const POLICY: &str = "PLEXUS_POLICY";
+/// [`crate::IpcacheKey`] (LPM) → [`crate::IpcacheValue`].
+pub const IPCACHE: &str = "PLEXUS_IPCACHE";
 
 /// Capacity of the endpoints map (pods on one node).
 pub const ENDPOINTS_MAX: u32 = 4096;
@@ -17,8 +21,20 @@ pub const CONNTRACK_MAX: u32 = 262_144;
 /// Size of the drop counters array: indexed by reason code (a u8).
 pub const DROP_COUNTERS_MAX: u32 = 256;
 
+/// Capacity of the policy map (entries over all endpoints of a node).
+pub const POLICY_MAX: u32 = 262_144;
+/// Capacity of the ipcache.
+pub const IPCACHE_MAX: u32 = 65_536;
+
 /// Every map name, in the order the CLI shows them.
-pub const ALL: [&str; 4] = [ENDPOINTS, ENDPOINT_COUNTERS, CONNTRACK, DROP_COUNTERS];
+pub const ALL: [&str; 6] = [
+    ENDPOINTS,
+    ENDPOINT_COUNTERS,
+    CONNTRACK,
+    DROP_COUNTERS,
+    POLICY,
+    IPCACHE,
+];
 
 /// Names of the kernel programs (the function names in the object file).
 pub mod programs {

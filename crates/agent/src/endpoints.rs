@@ -18,18 +18,21 @@ use plexus_netdev::parse_mac;
 use tracing::{info, warn};
 
 use crate::{
-    node,
+    node, objects,
+    reconcile::Resolved,
     state::{State, Store},
 };
 
 /// The running agent.
 pub struct Agent {
     node: String,
-    datapath: Datapath,
+    pub(crate) datapath: Datapath,
     store: Store,
-    state: State,
+    pub(crate) state: State,
     bpf_dir: PathBuf,
     started: Instant,
+    /// What the last reconcile put in force.
+    pub(crate) resolved: Resolved,
 }
 
 impl Agent {
@@ -59,8 +62,10 @@ impl Agent {
             state,
             bpf_dir: bpf_dir.to_path_buf(),
             started: Instant::now(),
+            resolved: Resolved::default(),
         };
         agent.restore()?;
+        agent.reconcile().context("reconciling the datapath")?;
         agent.save()?;
         info!(node, %pod_cidr, endpoints = agent.state.endpoints.len(), "agent ready");
         Ok(agent)
@@ -173,6 +178,31 @@ impl Agent {
                 endpoints: self.state.endpoints.values().cloned().collect(),
             }),
             Request::Gc { valid } => self.gc(&valid).map(|()| Response::Ok),
+            Request::ApplyObjects { objects } => self
+                .apply_objects(&objects)
+                .map(|lines| Response::Changed { lines }),
+            Request::ValidateObjects { objects } => objects
+                .iter()
+                .map(objects::parse)
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map(|v| Response::Changed {
+                    lines: vec![format!("{} objects valid", v.len())],
+                }),
+            Request::DeleteObjects { refs } => self
+                .delete_objects(&refs)
+                .map(|lines| Response::Changed { lines }),
+            Request::PolicyGet => Ok(Response::Policies {
+                policies: self.policy_views(),
+            }),
+            Request::PolicyTrace {
+                from,
+                to,
+                port,
+                protocol,
+            } => self.trace(&from, &to, port, &protocol).map(Response::Trace),
+            Request::IdentityList => Ok(Response::Identities {
+                identities: self.identity_views(),
+            }),
         };
         res.unwrap_or_else(|e| Response::Error {
             message: format!("{e:#}"),
@@ -226,10 +256,12 @@ impl Agent {
                 id
             }
         };
+        let identity = self.state.endpoints.get(&key).map_or(0, |e| e.identity);
         let mut ep = Endpoint {
             id,
             spec,
             state: EndpointState::WaitingForWiring,
+            identity,
         };
         self.state.endpoints.insert(key.clone(), ep.clone());
         self.save()?;
@@ -240,18 +272,62 @@ impl Agent {
             return Err(e.context(format!("endpoint {owner}: programming the datapath")));
         }
         ep.state = EndpointState::Ready;
-        self.state.endpoints.insert(key, ep.clone());
+        self.state.endpoints.insert(key.clone(), ep.clone());
+        // Identity, ipcache, policy and the endpoint's map entry, before the pod's first packet
+        // can count on them.
+        if let Err(e) = self.reconcile() {
+            self.unprogram(&ep);
+            if let Some(gone) = self.state.endpoints.remove(&key) {
+                self.release_identity(&key, gone.identity);
+            }
+            let _ = self.reconcile();
+            self.save()?;
+            return Err(e.context(format!("endpoint {owner}: computing its policy")));
+        }
+        let ep = self.state.endpoints.get(&key).cloned().unwrap_or(ep);
         self.save()?;
         info!(endpoint = id, pod = %format!("{}/{}", ep.spec.pod_namespace, ep.spec.pod_name), ip = %ep.spec.ipv4, "endpoint ready");
         Ok(ep)
     }
 
     fn delete(&mut self, a: &Attachment) -> anyhow::Result<()> {
-        if let Some(ep) = self.state.endpoints.remove(&State::key(a)) {
+        let key = State::key(a);
+        if let Some(ep) = self.state.endpoints.remove(&key) {
+            self.release_identity(&key, ep.identity);
+            self.reconcile()?;
             self.unprogram(&ep);
             info!(endpoint = ep.id, "endpoint deleted");
         }
         self.state.ipam.release(&a.owner());
+        self.save()
+    }
+
+    /// Applies objects all-or-nothing: parse everything, store, reconcile; on a reconcile
+    /// failure the previous objects come back and are reconciled again.
+    fn apply_objects(&mut self, objs: &[serde_json::Value]) -> anyhow::Result<Vec<String>> {
+        let parsed = objs
+            .iter()
+            .map(objects::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let before = self.state.objects.clone();
+        let lines = self.state.objects.apply(parsed);
+        self.commit_objects(before)?;
+        Ok(lines)
+    }
+
+    fn delete_objects(&mut self, refs: &[plexus_api::ObjectRef]) -> anyhow::Result<Vec<String>> {
+        let before = self.state.objects.clone();
+        let lines = self.state.objects.delete(refs);
+        self.commit_objects(before)?;
+        Ok(lines)
+    }
+
+    fn commit_objects(&mut self, before: objects::Objects) -> anyhow::Result<()> {
+        if let Err(e) = self.reconcile() {
+            self.state.objects = before;
+            let _ = self.reconcile();
+            return Err(e.context("putting the change in force; nothing changed"));
+        }
         self.save()
     }
 
@@ -312,10 +388,22 @@ impl Agent {
                     maps.conntrack()?.len() as u64,
                     m::CONNTRACK_MAX as u64,
                 ),
+                (
+                    m::POLICY.to_string(),
+                    maps.policy_count()? as u64,
+                    m::POLICY_MAX as u64,
+                ),
+                (
+                    m::IPCACHE.to_string(),
+                    maps.ipcache_entries()?.len() as u64,
+                    m::IPCACHE_MAX as u64,
+                ),
             ],
             endpoints: self.state.endpoints.len(),
             drops,
             uptime_secs: self.started.elapsed().as_secs(),
+            policies: self.resolved.policies.len(),
+            policy_compute_us: (self.resolved.compute_ms * 1000.0) as u64,
         })
     }
 }

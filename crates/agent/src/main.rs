@@ -2,7 +2,10 @@
 //! local API on a unix socket for the CNI plugin and the CLI.
 
 mod endpoints;
+mod inspect;
 mod node;
+mod objects;
+mod reconcile;
 mod server;
 mod state;
 

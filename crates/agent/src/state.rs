@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::Context;
 use plexus_api::{Attachment, Endpoint};
+use plexus_identity::{Allocator, Labels};
 use plexus_ipam::Ipam;
+
+use crate::objects::Objects;
 use serde::{Deserialize, Serialize};
 
 /// Everything the agent must not forget across restarts.
@@ -21,6 +24,18 @@ pub struct State {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Next endpoint id to hand out (ids are never reused within a node's life).
     pub next_endpoint_id: u32,
+    /// Kubernetes objects in force (namespaces, pods, policies).
+    #[serde(default)]
+    pub objects: Objects,
+    /// Identity allocations (stable numbers across restarts).
+    #[serde(default = "Allocator::new")]
+    pub identities: Allocator,
+    /// Identity labels each endpoint holds a reference for, by attachment key.
+    #[serde(default)]
+    pub endpoint_labels: BTreeMap<String, Labels>,
+    /// Numeric ids of policy rules (by origin), carried in policy map values.
+    #[serde(default)]
+    pub rule_ids: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -30,6 +45,10 @@ impl State {
             ipam,
             endpoints: BTreeMap::new(),
             next_endpoint_id: 1,
+            objects: Objects::default(),
+            identities: Allocator::new(),
+            endpoint_labels: BTreeMap::new(),
+            rule_ids: BTreeMap::new(),
         }
     }
 

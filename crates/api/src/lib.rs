@@ -37,6 +37,123 @@ pub enum Request {
         /// Attachments to keep.
         valid: Vec<Attachment>,
     },
+    /// Create or replace Kubernetes objects (Namespace, Pod, NetworkPolicy,
+    /// CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy): all or nothing, in force when the
+    /// answer comes.
+    ApplyObjects {
+        /// The objects, as JSON.
+        objects: Vec<serde_json::Value>,
+    },
+    /// Delete objects by reference (absent ones are ignored).
+    DeleteObjects {
+        /// The objects.
+        refs: Vec<ObjectRef>,
+    },
+    /// Check objects without applying them.
+    ValidateObjects {
+        /// The objects, as JSON.
+        objects: Vec<serde_json::Value>,
+    },
+    /// Policies in force with their rules.
+    PolicyGet,
+    /// What policy decides for traffic from `from` to `to` (each `ns/pod` or an IP).
+    PolicyTrace {
+        /// Source.
+        from: String,
+        /// Destination.
+        to: String,
+        /// Destination port.
+        port: u16,
+        /// TCP, UDP, SCTP (or a protocol number).
+        protocol: String,
+    },
+    /// Identities with their labels and endpoints.
+    IdentityList,
+}
+
+/// A reference to a Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Kind.
+    pub kind: String,
+    /// Namespace (None for cluster-scoped kinds).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// One rule of a policy, as `plexus policy get` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleView {
+    /// Where it is in the policy, e.g. `spec.ingress[0]`.
+    pub rule: String,
+    /// Human summary: direction, action, peers, ports.
+    pub summary: String,
+    /// Endpoints (`ns/pod`) it applies to now.
+    pub endpoints: Vec<String>,
+    /// The rule has L7 parts that are only enforced at L4 for now.
+    pub l7_at_l4: bool,
+}
+
+/// One policy in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Directions it puts into default-deny, with the endpoints affected.
+    pub enforces: Vec<String>,
+    /// Its rules.
+    pub rules: Vec<RuleView>,
+}
+
+/// One direction's part of a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStep {
+    /// `egress of ns/pod` or `ingress of ns/pod`.
+    pub stage: String,
+    /// `allowed`, `denied` (an explicit deny), `no rule allows`, or `no policy`.
+    pub verdict: String,
+    /// The deciding rules (`Kind ns/name rule-path`).
+    pub rules: Vec<String>,
+}
+
+/// The result of a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Source as resolved (`ns/pod (identity N)` or `IP (identity N)`).
+    pub from: String,
+    /// Destination as resolved.
+    pub to: String,
+    /// Overall: `allowed` or `denied`.
+    pub verdict: String,
+    /// The Cilium drop reason when denied (`POLICY_DENIED` or `POLICY_DENY`).
+    pub drop_reason: Option<String>,
+    /// Each stage.
+    pub steps: Vec<TraceStep>,
+}
+
+/// One identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityView {
+    /// Numeric identity.
+    pub id: u32,
+    /// Labels (`source:key=value`).
+    pub labels: Vec<String>,
+    /// Endpoints (`ns/pod`) with this identity.
+    pub endpoints: Vec<String>,
 }
 
 /// A container's attachment: the CNI identity of one pod interface.
@@ -122,6 +239,9 @@ pub struct Endpoint {
     pub spec: EndpointSpec,
     /// State.
     pub state: EndpointState,
+    /// Security identity (0 until assigned).
+    #[serde(default)]
+    pub identity: u32,
 }
 
 /// The agent's status.
@@ -143,6 +263,12 @@ pub struct Status {
     pub drops: Vec<(u8, String, u64)>,
     /// Seconds since this agent process started.
     pub uptime_secs: u64,
+    /// Policies in force.
+    #[serde(default)]
+    pub policies: usize,
+    /// Time the last policy computation took, in microseconds.
+    #[serde(default)]
+    pub policy_compute_us: u64,
 }
 
 /// The agent's answer.
@@ -162,6 +288,23 @@ pub enum Response {
     },
     /// Status.
     Status(Status),
+    /// What an apply or delete changed, one line per object.
+    Changed {
+        /// `Kind ns/name created|configured|unchanged|deleted`.
+        lines: Vec<String>,
+    },
+    /// Policies.
+    Policies {
+        /// Policies in force.
+        policies: Vec<PolicyView>,
+    },
+    /// A trace.
+    Trace(Trace),
+    /// Identities.
+    Identities {
+        /// Every identity in use.
+        identities: Vec<IdentityView>,
+    },
     /// Nothing found.
     NotFound,
     /// The request failed.

@@ -8,7 +8,22 @@ use plexus_loader::PinnedMaps;
 use plexus_netdev::format_mac;
 use serde_json::json;
 
-use crate::table::Table;
+use plexus_abi::policy::{
+    DIR_INGRESS, POLICY_DENY, POLICY_PREFIX_ANY_PORT, POLICY_PREFIX_ANY_PROTO,
+};
+use plexus_loader::policy_map::{BpfPolicyStore, PolicyStore};
+
+use crate::{table::Table, Cli};
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        1 => "ICMP".into(),
+        o => o.to_string(),
+    }
+}
 
 /// BPF map commands.
 #[derive(Debug, Subcommand)]
@@ -28,6 +43,26 @@ pub enum BpfCmd {
         #[command(subcommand)]
         cmd: ListCmd,
     },
+    /// The policy map.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyMapCmd,
+    },
+    /// The ipcache.
+    Ipcache {
+        #[command(subcommand)]
+        cmd: ListCmd,
+    },
+}
+
+/// `policy get ENDPOINT`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyMapCmd {
+    /// Entries of one endpoint (its id, or `ns/pod`).
+    Get {
+        /// Endpoint id or `ns/pod`.
+        endpoint: String,
+    },
 }
 
 /// `list`.
@@ -44,10 +79,117 @@ fn ip(a: &plexus_abi::IpAddr6) -> String {
     }
 }
 
+/// Resolves `ns/pod` (through the agent) or a number to an endpoint id.
+fn endpoint_id(cli: &Cli, s: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = s.parse() {
+        return Ok(n);
+    }
+    let plexus_api::Response::Endpoints { endpoints } =
+        crate::agent(cli, plexus_api::Request::EndpointList)?
+    else {
+        anyhow::bail!("unexpected answer from agent")
+    };
+    endpoints
+        .iter()
+        .find(|e| format!("{}/{}", e.spec.pod_namespace, e.spec.pod_name) == s)
+        .map(|e| e.id)
+        .ok_or_else(|| anyhow::anyhow!("no endpoint {s:?}"))
+}
+
 /// Runs a bpf command against the pins in `dir`.
-pub fn run(dir: &Path, cmd: &BpfCmd, as_json: bool) -> anyhow::Result<()> {
+pub fn run(cli: &Cli, dir: &Path, cmd: &BpfCmd) -> anyhow::Result<()> {
+    let as_json = cli.json;
     let maps = PinnedMaps::open(dir)?;
     match cmd {
+        BpfCmd::Policy {
+            cmd: PolicyMapCmd::Get { endpoint },
+        } => {
+            let ep = endpoint_id(cli, endpoint)?;
+            let store = BpfPolicyStore::open(dir)?;
+            let mut rows = Vec::new();
+            for ((prefix, k), v) in store.entries()? {
+                if u32::from_be_bytes(k.endpoint_id) != ep {
+                    continue;
+                }
+                let dir = if k.direction == DIR_INGRESS {
+                    "ingress"
+                } else {
+                    "egress"
+                };
+                let identity = u32::from_be_bytes(k.identity);
+                let proto = if prefix <= POLICY_PREFIX_ANY_PROTO {
+                    "ANY".to_string()
+                } else {
+                    proto_name(k.proto)
+                };
+                let bits = prefix.saturating_sub(POLICY_PREFIX_ANY_PORT);
+                let port = u16::from_be_bytes(k.dport);
+                let ports = if prefix <= POLICY_PREFIX_ANY_PORT {
+                    "ANY".to_string()
+                } else if bits >= 16 {
+                    port.to_string()
+                } else {
+                    format!("{port}-{}", port as u32 + (1u32 << (16 - bits)) - 1)
+                };
+                let action = if v.action == POLICY_DENY {
+                    "deny"
+                } else {
+                    "allow"
+                };
+                rows.push((dir, identity, proto, ports, action, v.rule_id));
+            }
+            if as_json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(d, i, p, ports, a, r)| json!({"direction": d, "identity": i, "protocol": p, "ports": ports, "action": a, "rule_id": r}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let mut t = Table::new(&[
+                "DIRECTION",
+                "IDENTITY",
+                "PROTOCOL",
+                "PORTS",
+                "ACTION",
+                "RULE ID",
+            ]);
+            for (d, i, p, ports, a, r) in rows {
+                let id = if i == 0 {
+                    "ANY".to_string()
+                } else {
+                    i.to_string()
+                };
+                t.row(vec![
+                    d.to_string(),
+                    id,
+                    p,
+                    ports,
+                    a.to_string(),
+                    r.to_string(),
+                ]);
+            }
+            print!("{t}");
+        }
+        BpfCmd::Ipcache { .. } => {
+            let entries = maps.ipcache_entries()?;
+            let mut t = Table::new(&["PREFIX", "IDENTITY"]);
+            let mut v = Vec::new();
+            for ((len, ip), val) in entries {
+                let a = plexus_abi::IpAddr6::from_octets(ip);
+                let text = match a.to_v4_octets() {
+                    Some(o) => format!("{}/{}", Ipv4Addr::from(o), len.saturating_sub(96)),
+                    None => format!("{}/{len}", std::net::Ipv6Addr::from(ip)),
+                };
+                v.push(json!({"prefix": text, "identity": val.identity}));
+                t.row(vec![text, val.identity.to_string()]);
+            }
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{t}");
+            }
+        }
         BpfCmd::Endpoint { .. } => {
             let eps = maps.endpoints_list()?;
             if as_json {
@@ -87,13 +229,7 @@ pub fn run(dir: &Path, cmd: &BpfCmd, as_json: bool) -> anyhow::Result<()> {
         }
         BpfCmd::Ct { .. } => {
             let ct = maps.conntrack()?;
-            let proto = |p: u8| match p {
-                6 => "TCP".to_string(),
-                17 => "UDP".to_string(),
-                1 => "ICMP".to_string(),
-                132 => "SCTP".to_string(),
-                o => o.to_string(),
-            };
+            let proto = proto_name;
             if as_json {
                 let v: Vec<_> = ct
                     .iter()

@@ -113,6 +113,9 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
                 for n in &c.namespaces {
                     println!("namespace/{n} configured");
                 }
+                for p in &c.policies {
+                    println!("{p} configured");
+                }
             }
         }
         LabCmd::Delete { files } => {
@@ -125,6 +128,9 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
                 }
                 for n in &c.namespaces {
                     println!("namespace/{n} deleted");
+                }
+                for p in &c.policies {
+                    println!("{p} deleted");
                 }
             }
         }

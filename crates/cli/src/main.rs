@@ -2,6 +2,7 @@
 
 mod bpf;
 mod lab;
+mod policy;
 mod table;
 
 use std::{path::PathBuf, time::Duration};
@@ -17,7 +18,7 @@ use plexus_api::{call, Request, Response};
     version,
     about = "eBPF networking, security and observability"
 )]
-struct Cli {
+pub struct Cli {
     /// Agent API socket (default: the lab's node, else /run/plexus/agent.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
@@ -26,7 +27,7 @@ struct Cli {
     lab: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -48,11 +49,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: bpf::BpfCmd,
     },
+    /// Network policy in force: get, validate, trace.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
+    /// Security identities.
+    Identity {
+        #[command(subcommand)]
+        cmd: IdentityCmd,
+    },
     /// The local lab: a cluster of network namespaces on this machine.
     Lab {
         #[command(subcommand)]
         cmd: lab::LabCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCmd {
+    /// List identities: id, labels, endpoints.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Endpoint {
             cmd: EndpointCmd::List,
         } => endpoint_list(&cli),
-        Cmd::Bpf { node, cmd } => bpf::run(&bpf_dir(&cli, node.as_deref())?, cmd, cli.json),
+        Cmd::Bpf { node, cmd } => bpf::run(&cli, &bpf_dir(&cli, node.as_deref())?, cmd),
+        Cmd::Policy { cmd } => policy::run(&cli, cmd),
+        Cmd::Identity {
+            cmd: IdentityCmd::List,
+        } => policy::identity_list(&cli),
         Cmd::Lab { cmd } => lab::run(&cli.lab, cmd, cli.json),
     }
 }
@@ -133,7 +154,7 @@ fn bpf_dir(cli: &Cli, node: Option<&str>) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn agent(cli: &Cli, req: Request) -> anyhow::Result<Response> {
+pub fn agent(cli: &Cli, req: Request) -> anyhow::Result<Response> {
     let sock = socket(cli)?;
     call(&sock, &req, Duration::from_secs(10))
         .with_context(|| format!("asking the agent at {}", sock.display()))

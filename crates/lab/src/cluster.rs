@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plexus_api::{call, Request};
+use plexus_api::{call, ObjectRef, Request, Response};
 use plexus_netdev::{netns_add, netns_del, netns_list, netns_path, netns_pids};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -68,6 +68,8 @@ pub struct Changes {
     pub deleted: Vec<String>,
     /// Pods whose labels changed.
     pub relabelled: Vec<String>,
+    /// Policies applied or deleted (`Kind ns/name`).
+    pub policies: Vec<String>,
 }
 
 /// What `down` removed.
@@ -264,7 +266,28 @@ impl Lab {
 
     fn apply_objects(&self, st: &mut LabState, objects: &[Loaded]) -> Result<Changes, LabError> {
         let p = plan(st, objects)?;
+        let node = self.node(st)?.clone();
+        // The agent checks the policies too; it refuses before anything changes.
+        if !p.policies.is_empty() {
+            agent_call(
+                &node,
+                &Request::ValidateObjects {
+                    objects: p.policies.values().cloned().collect(),
+                },
+            )?;
+        }
         let mut changes = Changes::default();
+        // Namespaces and pods reach the agent before their pods are wired, so a new pod starts
+        // with its real identity and policy.
+        let mut objs: Vec<serde_json::Value> = p
+            .namespaces
+            .iter()
+            .map(|(ns, labels)| namespace_json(ns, labels))
+            .collect();
+        objs.extend(p.pods.iter().map(pod_json));
+        if !objs.is_empty() {
+            agent_call(&node, &Request::ApplyObjects { objects: objs })?;
+        }
         for (ns, labels) in p.namespaces {
             st.namespaces.insert(ns.clone(), labels);
             changes.namespaces.push(ns);
@@ -273,7 +296,7 @@ impl Lab {
             st.deployments.insert(key, replicas);
         }
         for key in p.delete {
-            self.delete_pod(st, &key)?;
+            self.delete_pod(st, &key, true)?;
             changes.deleted.push(key);
         }
         for want in p.pods {
@@ -288,7 +311,7 @@ impl Lab {
                 }
                 Some(_) => {
                     // New ports mean a new workload: re-create the pod, as a new Pod object would be.
-                    self.delete_pod(st, &key)?;
+                    self.delete_pod(st, &key, false)?;
                     self.create_pod(st, &want)?;
                     changes.created.push(key);
                 }
@@ -298,6 +321,18 @@ impl Lab {
                 }
             }
             st.save(&self.state_path())?;
+        }
+        if !p.policies.is_empty() {
+            agent_call(
+                &node,
+                &Request::ApplyObjects {
+                    objects: p.policies.values().cloned().collect(),
+                },
+            )?;
+            for (k, v) in p.policies {
+                changes.policies.push(k.clone());
+                st.policies.insert(k, v);
+            }
         }
         st.save(&self.state_path())?;
         Ok(changes)
@@ -312,6 +347,7 @@ impl Lab {
         let mut pods: BTreeSet<String> = BTreeSet::new();
         let mut namespaces = Vec::new();
         let mut deployments = Vec::new();
+        let mut policies: Vec<(String, ObjectRef)> = Vec::new();
         for l in &objects {
             let ns = l.object.namespace().unwrap_or_default();
             let name = l.object.name();
@@ -341,6 +377,21 @@ impl Lab {
                     }
                     pods.insert(key);
                 }
+                Object::Policy(_) => {
+                    let key = l.object.to_string();
+                    if !st.policies.contains_key(&key) {
+                        return Err(LabError::Invalid(format!("{}: {key} not found", l.source)));
+                    }
+                    let namespace = l.object.namespace();
+                    policies.push((
+                        key,
+                        ObjectRef {
+                            kind: l.object.kind().to_string(),
+                            namespace,
+                            name: name.clone(),
+                        },
+                    ));
+                }
                 Object::Deployment(_) => {
                     let key = format!("{ns}/{name}");
                     if !st.deployments.contains_key(&key) {
@@ -360,13 +411,37 @@ impl Lab {
             }
         }
         let mut changes = Changes::default();
+        let node = self.node(&st)?.clone();
+        if !policies.is_empty() {
+            agent_call(
+                &node,
+                &Request::DeleteObjects {
+                    refs: policies.iter().map(|(_, r)| r.clone()).collect(),
+                },
+            )?;
+            for (k, _) in policies {
+                st.policies.remove(&k);
+                changes.policies.push(k);
+            }
+        }
         for key in pods {
-            self.delete_pod(&mut st, &key)?;
+            self.delete_pod(&mut st, &key, true)?;
             st.save(&self.state_path())?;
             changes.deleted.push(key);
         }
         for d in deployments {
             st.deployments.remove(&d);
+        }
+        if !namespaces.is_empty() {
+            let refs = namespaces
+                .iter()
+                .map(|n| ObjectRef {
+                    kind: "Namespace".into(),
+                    namespace: None,
+                    name: n.clone(),
+                })
+                .collect();
+            agent_call(&node, &Request::DeleteObjects { refs })?;
         }
         for ns in namespaces {
             st.namespaces.remove(&ns);
@@ -500,7 +575,9 @@ impl Lab {
         Ok(())
     }
 
-    fn delete_pod(&self, st: &mut LabState, key: &str) -> Result<(), LabError> {
+    /// Tears a pod down; `forget` also removes its object from the agent (not when it is about to
+    /// be re-created from an object just applied).
+    fn delete_pod(&self, st: &mut LabState, key: &str, forget: bool) -> Result<(), LabError> {
         let Some(pod) = st.pods.get(key).cloned() else {
             return Ok(());
         };
@@ -513,6 +590,19 @@ impl Lab {
             process::stop(pid, Duration::from_secs(1));
         }
         netns_del(&pod.netns)?;
+        if forget {
+            let pod_ref = ObjectRef {
+                kind: "Pod".into(),
+                namespace: Some(pod.namespace.clone()),
+                name: pod.name.clone(),
+            };
+            agent_call(
+                &node,
+                &Request::DeleteObjects {
+                    refs: vec![pod_ref],
+                },
+            )?;
+        }
         st.pods.remove(key);
         Ok(())
     }
@@ -665,6 +755,8 @@ struct Plan {
     deployments: BTreeMap<String, u32>,
     pods: Vec<DesiredPod>,
     delete: Vec<String>,
+    /// Policies by `Kind ns/name`, as written.
+    policies: BTreeMap<String, serde_json::Value>,
 }
 
 fn ns_labels(name: &str, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -688,6 +780,17 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
         let (ns, name) = (l.object.namespace().unwrap_or_default(), l.object.name());
         let pods = match &l.object {
             Object::Namespace(_) => continue,
+            Object::Policy(pol) => {
+                if l.object.namespace().is_some() && !ns_exists(&ns) {
+                    return Err(LabError::Invalid(format!(
+                        "{}: {} {ns}/{name}: field metadata.namespace: namespace {ns:?} does not exist",
+                        l.source,
+                        l.object.kind()
+                    )));
+                }
+                p.policies.insert(l.object.to_string(), pol.value.clone());
+                continue;
+            }
             Object::Pod(pod) => vec![(pod.clone(), None)],
             Object::Deployment(d) => {
                 let key = format!("{ns}/{name}");
@@ -821,4 +924,30 @@ fn wait_listening(netns: &Path, pod: &PodState) -> Result<(), LabError> {
         "pod {}: workload not listening on TCP {port} after 5s",
         pod.key()
     )))
+}
+
+/// Sends a request to a node's agent; an agent error becomes a lab error naming the node.
+fn agent_call(node: &NodeState, req: &Request) -> Result<Response, LabError> {
+    call(&node.socket, req, Duration::from_secs(60))
+        .map_err(|e| LabError::Invalid(format!("agent of node {}: {e}", node.name)))
+}
+
+/// A Namespace object for the agent.
+fn namespace_json(name: &str, labels: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+/// A Pod object for the agent: what identity and named ports need.
+fn pod_json(p: &DesiredPod) -> serde_json::Value {
+    let ports: Vec<serde_json::Value> = p
+        .ports
+        .iter()
+        .map(|pp| serde_json::json!({"name": pp.name, "containerPort": pp.port, "protocol": pp.protocol}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+        "spec": {"containers": [{"name": "workload", "ports": ports}]},
+    })
 }

@@ -45,6 +45,25 @@ pub enum Object {
     Pod(Pod),
     /// An `apps/v1 Deployment`.
     Deployment(Deployment),
+    /// A network policy: `networking.k8s.io/v1 NetworkPolicy`, `cilium.io/v2
+    /// CiliumNetworkPolicy` or `CiliumClusterwideNetworkPolicy`, validated by `plexus-policy`
+    /// and kept as written, for the agent.
+    Policy(Box<PolicyObject>),
+}
+
+/// A policy object: its metadata, the document as written, and the parsed rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyObject {
+    /// `networking.k8s.io/v1` or `cilium.io/v2`.
+    pub api_version: &'static str,
+    /// The kind.
+    pub kind: &'static str,
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// The document as written (what the agent receives).
+    pub value: Value,
+    /// The parsed policy.
+    pub parsed: plexus_policy::ParsedPolicy,
 }
 
 impl Object {
@@ -54,6 +73,7 @@ impl Object {
             Object::Namespace(_) => Namespace::KIND,
             Object::Pod(_) => Pod::KIND,
             Object::Deployment(_) => Deployment::KIND,
+            Object::Policy(p) => p.kind,
         }
     }
 
@@ -63,6 +83,7 @@ impl Object {
             Object::Namespace(_) => Namespace::API_VERSION,
             Object::Pod(_) => Pod::API_VERSION,
             Object::Deployment(_) => Deployment::API_VERSION,
+            Object::Policy(p) => p.api_version,
         }
     }
 
@@ -70,7 +91,8 @@ impl Object {
     pub fn namespace(&self) -> Option<String> {
         match self {
             Object::Namespace(_) => None,
-            Object::Pod(_) | Object::Deployment(_) => {
+            Object::Policy(p) if p.kind == CCNP_KIND => None,
+            Object::Pod(_) | Object::Deployment(_) | Object::Policy(_) => {
                 Some(namespace_or_default(self.metadata()).to_owned())
             }
         }
@@ -87,6 +109,7 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
+            Object::Policy(p) => &p.metadata,
         }
     }
 }
@@ -178,6 +201,14 @@ pub enum ManifestError {
         /// The parser's error.
         #[source]
         source: serde_yaml::Error,
+    },
+    /// A policy that `plexus-policy` refuses (its message names the object and the field).
+    #[error("{}: {source}", at.source)]
+    Policy {
+        /// Where.
+        at: Box<Origin>,
+        /// The policy error.
+        source: Box<plexus_policy::PolicyError>,
     },
     /// YAML that has no JSON equivalent: a custom tag, a non-scalar key, a non-finite number.
     #[error("{at}: field {field}: {message}")]
@@ -297,7 +328,57 @@ const KINDS: &[KindSpec] = &[
         namespaced: true,
         decode: decode_deployment,
     },
+    KindSpec {
+        api_version: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        decode: decode_policy,
+    },
+    KindSpec {
+        api_version: CILIUM_API_VERSION,
+        kind: "CiliumNetworkPolicy",
+        namespaced: true,
+        decode: decode_policy,
+    },
+    KindSpec {
+        api_version: CILIUM_API_VERSION,
+        kind: CCNP_KIND,
+        namespaced: false,
+        decode: decode_policy,
+    },
 ];
+
+/// apiVersion of Cilium's policy kinds.
+const CILIUM_API_VERSION: &str = "cilium.io/v2";
+/// The cluster-wide (not namespaced) Cilium policy kind.
+const CCNP_KIND: &str = "CiliumClusterwideNetworkPolicy";
+
+/// Decodes and validates a policy of any supported kind with `plexus-policy`, so the lab refuses
+/// exactly what the agent would.
+fn decode_policy(value: &Value, ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
+    let parsed = plexus_policy::parse_policy(value).map_err(|source| ManifestError::Policy {
+        at: Box::new(ctx.at.clone()),
+        source: Box::new(source),
+    })?;
+    let metadata: ObjectMeta = value
+        .get("metadata")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ctx.invalid("metadata", e.to_string()))?
+        .unwrap_or_default();
+    let spec = KINDS
+        .iter()
+        .find(|k| k.kind == parsed.id.kind)
+        .ok_or_else(|| ctx.invalid("kind", "not a policy kind"))?;
+    Ok(Object::Policy(Box::new(PolicyObject {
+        api_version: spec.api_version,
+        kind: spec.kind,
+        metadata,
+        value: value.clone(),
+        parsed,
+    })))
+}
 
 /// The kind of a document holding other objects under `items`.
 const LIST_KIND: &str = "List";

@@ -87,6 +87,9 @@ pub struct LabState {
     pub deployments: BTreeMap<String, u32>,
     /// Counter for unique container ids.
     pub next_container: u64,
+    /// Policies in force, by `Kind ns/name`, as written.
+    #[serde(default)]
+    pub policies: BTreeMap<String, serde_json::Value>,
 }
 
 impl LabState {

@@ -10,6 +10,7 @@ mod bpffs;
 mod datapath;
 mod error;
 mod maps;
+pub mod policy_map;
 
 pub use bpffs::ensure_bpffs;
 pub use datapath::{AttachedProgram, Datapath};

@@ -1,11 +1,17 @@
 //! Typed access to the node's pinned maps: the map writer of the endpoints map and readers for
 //! the CLI.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{
+    lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+};
 use plexus_abi::{
-    maps as m, CtEntry, CtKey, DropReason, EndpointCounters, EndpointInfo, EndpointKey,
+    maps as m, CtEntry, CtKey, DropReason, EndpointCounters, EndpointInfo, EndpointKey, IpcacheKey,
+    IpcacheValue,
 };
 
 use crate::LoaderError;
@@ -102,6 +108,86 @@ impl PinnedMaps {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(m::ENDPOINT_COUNTERS)(e)),
         }
+    }
+
+    /// The endpoints map as it is in the kernel.
+    pub fn endpoints_raw(&self) -> Result<BTreeMap<EndpointKey, EndpointInfo>, LoaderError> {
+        let eps = self.endpoints()?;
+        let mut out = BTreeMap::new();
+        for item in eps.iter() {
+            let (k, v) = item.map_err(map_err(m::ENDPOINTS))?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    /// Writes an endpoint's entry only (no counters), e.g. to change its identity or flags.
+    pub fn put_endpoint(&self, key: EndpointKey, info: EndpointInfo) -> Result<(), LoaderError> {
+        self.endpoints()?
+            .insert(key, info, 0)
+            .map_err(map_err(m::ENDPOINTS))
+    }
+
+    fn ipcache(&self) -> Result<LpmTrie<MapData, IpcacheKey, IpcacheValue>, LoaderError> {
+        LpmTrie::try_from(Map::LpmTrie(self.data(m::IPCACHE)?)).map_err(map_err(m::IPCACHE))
+    }
+
+    /// The ipcache: (prefix length, key) → value.
+    pub fn ipcache_entries(&self) -> Result<BTreeMap<(u32, [u8; 16]), IpcacheValue>, LoaderError> {
+        let mut out = BTreeMap::new();
+        for item in self.ipcache()?.iter() {
+            let (k, v) = item.map_err(map_err(m::IPCACHE))?;
+            out.insert((k.prefix_len(), k.data().ip.octets()), v);
+        }
+        Ok(out)
+    }
+
+    /// Makes the ipcache hold exactly `desired` (prefix length, address bytes) → value: new and
+    /// changed entries first, stale ones last. Returns (written, removed).
+    pub fn sync_ipcache(
+        &self,
+        desired: &BTreeMap<(u32, [u8; 16]), IpcacheValue>,
+    ) -> Result<(usize, usize), LoaderError> {
+        let actual = self.ipcache_entries()?;
+        let mut map = self.ipcache()?;
+        let (mut written, mut removed) = (0, 0);
+        for ((len, ip), v) in desired {
+            if actual.get(&(*len, *ip)) != Some(v) {
+                let key = Key::new(
+                    *len,
+                    IpcacheKey {
+                        ip: plexus_abi::IpAddr6::from_octets(*ip),
+                    },
+                );
+                map.insert(&key, *v, 0).map_err(map_err(m::IPCACHE))?;
+                written += 1;
+            }
+        }
+        for (len, ip) in actual.keys() {
+            if !desired.contains_key(&(*len, *ip)) {
+                let key = Key::new(
+                    *len,
+                    IpcacheKey {
+                        ip: plexus_abi::IpAddr6::from_octets(*ip),
+                    },
+                );
+                match map.remove(&key) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => removed += 1,
+                    Err(e) => return Err(map_err(m::IPCACHE)(e)),
+                }
+            }
+        }
+        Ok((written, removed))
+    }
+
+    /// Number of entries in the policy map.
+    pub fn policy_count(&self) -> Result<usize, LoaderError> {
+        use crate::policy_map::PolicyStore;
+        Ok(
+            crate::policy_map::BpfPolicyStore::open(self.dir.parent().unwrap_or(&self.dir))?
+                .entries()?
+                .len(),
+        )
     }
 
     /// Every endpoint in the map with its counters.

@@ -1,0 +1,343 @@
+//! The reconciler: from endpoints and objects, compute identities, the ipcache and every
+//! endpoint's policy, then bring the kernel maps to exactly that state with the smallest change,
+//! in an order that opens no gap (see `plexus_loader::policy_map::sync`).
+
+use std::{collections::BTreeMap, net::IpAddr, time::Instant};
+
+use anyhow::Context;
+use plexus_abi::{
+    endpoint::{
+        ENDPOINT_F_EGRESS_ENFORCED, ENDPOINT_F_EGRESS_POLICY, ENDPOINT_F_INGRESS_ENFORCED,
+        ENDPOINT_F_INGRESS_POLICY,
+    },
+    EndpointInfo, EndpointKey, IpAddr6, IpcacheValue,
+};
+use plexus_api::{EndpointSpec, EndpointState};
+use plexus_identity::{endpoint_labels, reserved, Labels, NumericIdentity, Prefix};
+use plexus_loader::policy_map::{self, BpfPolicyStore};
+use plexus_netdev::parse_mac;
+use plexus_policy::{compile, Direction, EndpointInput, EndpointPolicy, Inputs, ParsedPolicy};
+use tracing::{debug, info};
+
+use crate::endpoints::Agent;
+
+/// The policy view the reconciler last put in force, for `policy get` and `policy trace`.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Parsed policies.
+    pub policies: Vec<ParsedPolicy>,
+    /// Compiled state per endpoint id.
+    pub compiled: BTreeMap<u32, EndpointPolicy>,
+    /// CIDR identities.
+    pub cidr_identities: BTreeMap<Prefix, NumericIdentity>,
+    /// The node's own addresses (identity `host`).
+    pub node_addrs: Vec<IpAddr>,
+    /// How long the last computation took.
+    pub compute_ms: f64,
+}
+
+impl Resolved {
+    /// The identity of an address, as the datapath's ipcache resolves it.
+    pub fn identity_of_ip(
+        &self,
+        ip: IpAddr,
+        endpoints: &[(IpAddr, NumericIdentity)],
+    ) -> NumericIdentity {
+        if let Some((_, id)) = endpoints.iter().find(|(a, _)| *a == ip) {
+            return *id;
+        }
+        if self.node_addrs.contains(&ip) {
+            return reserved::HOST;
+        }
+        self.cidr_identities
+            .iter()
+            .filter(|(p, _)| p.contains_addr(ip))
+            .max_by_key(|(p, _)| p.len)
+            .map_or(reserved::WORLD, |(_, id)| *id)
+    }
+}
+
+/// The identity labels of an endpoint from the objects the agent knows.
+pub fn labels_for(agent_objects: &crate::objects::Objects, spec: &EndpointSpec) -> Labels {
+    let ns = if spec.pod_namespace.is_empty() {
+        "default"
+    } else {
+        spec.pod_namespace.as_str()
+    };
+    let pod_labels = agent_objects
+        .pods
+        .get(&format!("{ns}/{}", spec.pod_name))
+        .map(|p| p.labels.clone())
+        .unwrap_or_default();
+    let ns_labels = agent_objects
+        .namespaces
+        .get(ns)
+        .cloned()
+        .unwrap_or_else(|| [("kubernetes.io/metadata.name".to_string(), ns.to_string())].into());
+    endpoint_labels(ns, &pod_labels, &ns_labels)
+}
+
+/// IPv4 addresses of the agent's network namespace (the node's own: identity `host`).
+fn node_addresses() -> Vec<IpAddr> {
+    let Ok(out) = plexus_netdev::ip(None, &["-j", "-4", "addr", "show"]) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+fn ipcache_key(p: &Prefix) -> (u32, [u8; 16]) {
+    match p.addr {
+        IpAddr::V4(v) => (
+            96 + p.len as u32,
+            IpAddr6::from_v4_octets(v.octets()).octets(),
+        ),
+        IpAddr::V6(v) => (p.len as u32, v.octets()),
+    }
+}
+
+fn flags(pol: Option<&EndpointPolicy>) -> u32 {
+    let Some(p) = pol else { return 0 };
+    let mut f = 0;
+    if p.has_policy(Direction::Ingress) {
+        f |= ENDPOINT_F_INGRESS_POLICY;
+    }
+    if p.enforced(Direction::Ingress) {
+        f |= ENDPOINT_F_INGRESS_ENFORCED;
+    }
+    if p.has_policy(Direction::Egress) {
+        f |= ENDPOINT_F_EGRESS_POLICY;
+    }
+    if p.enforced(Direction::Egress) {
+        f |= ENDPOINT_F_EGRESS_ENFORCED;
+    }
+    f
+}
+
+impl Agent {
+    /// Gives every endpoint the identity of its current labels (acquire the new one before
+    /// releasing the old, so a number in use never changes hands).
+    fn assign_identities(&mut self) -> anyhow::Result<()> {
+        let keys: Vec<String> = self.state.endpoints.keys().cloned().collect();
+        for k in keys {
+            let Some(ep) = self.state.endpoints.get(&k) else {
+                continue;
+            };
+            let labels = labels_for(&self.state.objects, &ep.spec);
+            let held = self.state.endpoint_labels.get(&k);
+            if held == Some(&labels) && ep.identity != 0 {
+                continue;
+            }
+            let new = self.state.identities.acquire(&labels)?;
+            if held.is_some() && ep.identity != 0 {
+                self.state.identities.release(ep.identity);
+            }
+            self.state.endpoint_labels.insert(k.clone(), labels);
+            if let Some(ep) = self.state.endpoints.get_mut(&k) {
+                ep.identity = new;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops an endpoint's identity reference (it is being deleted).
+    pub(crate) fn release_identity(&mut self, key: &str, identity: NumericIdentity) {
+        if self.state.endpoint_labels.remove(key).is_some() && identity != 0 {
+            self.state.identities.release(identity);
+        }
+    }
+
+    fn rule_id(&mut self, origin: &str) -> u32 {
+        let next = self.state.rule_ids.len() as u32 + 1;
+        *self
+            .state
+            .rule_ids
+            .entry(origin.to_string())
+            .or_insert(next)
+    }
+
+    /// Recomputes everything and brings the maps to it.
+    pub(crate) fn reconcile(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.assign_identities()?;
+        let policies = self.state.objects.parsed_policies();
+        let cidrs: Vec<Prefix> = plexus_policy::cidrs(&policies).into_iter().collect();
+        let cidr_identities: BTreeMap<Prefix, NumericIdentity> = cidrs
+            .iter()
+            .map(|p| (*p, self.state.identities.cidr(p)))
+            .collect();
+        self.state.identities.retain_cidrs(&cidrs);
+        let identities: BTreeMap<NumericIdentity, Labels> = self
+            .state
+            .identities
+            .list()
+            .into_iter()
+            .filter(|(id, _, refs)| *id < reserved::FIRST_LOCAL && *refs > 0)
+            .map(|(id, l, _)| (id, l))
+            .collect();
+
+        let ready: Vec<_> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.state == EndpointState::Ready)
+            .cloned()
+            .collect();
+        let inputs: Vec<EndpointInput> = ready
+            .iter()
+            .map(|e| {
+                let ns = if e.spec.pod_namespace.is_empty() {
+                    "default"
+                } else {
+                    e.spec.pod_namespace.as_str()
+                };
+                EndpointInput {
+                    id: e.id,
+                    identity: e.identity,
+                    labels: self
+                        .state
+                        .endpoint_labels
+                        .get(&e.spec.attachment.owner())
+                        .cloned()
+                        .unwrap_or_default(),
+                    named_ports: self
+                        .state
+                        .objects
+                        .pods
+                        .get(&format!("{ns}/{}", e.spec.pod_name))
+                        .map(|p| p.named_ports.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let compiled = compile(&Inputs {
+            policies: &policies,
+            endpoints: &inputs,
+            identities: &identities,
+            cidr_identities: &cidr_identities,
+        });
+        let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+        // ipcache: pods, the node's own addresses, and every CIDR policies mention.
+        let node_addrs = node_addresses();
+        let mut ipcache = BTreeMap::new();
+        let value = |identity| IpcacheValue {
+            identity,
+            flags: 0,
+            tunnel_endpoint: IpAddr6::default(),
+        };
+        for p in &cidrs {
+            ipcache.insert(ipcache_key(p), value(cidr_identities[p]));
+        }
+        for a in &node_addrs {
+            ipcache.insert(ipcache_key(&Prefix::host(*a)), value(reserved::HOST));
+        }
+        for e in &ready {
+            if let Ok(ip) = e.spec.ipv4.parse::<IpAddr>() {
+                ipcache.insert(ipcache_key(&Prefix::host(ip)), value(e.identity));
+            }
+        }
+        let maps = self.datapath.maps()?;
+        maps.sync_ipcache(&ipcache).context("writing the ipcache")?;
+
+        // Policy entries of every endpoint, in kernel form.
+        let mut desired = BTreeMap::new();
+        for (ep, pol) in &compiled {
+            for (k, e) in &pol.entries {
+                let origin = e
+                    .origins
+                    .iter()
+                    .next()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let rule_id = self.rule_id(&origin);
+                let (prefix, key) = policy_map::to_kernel(*ep, k);
+                desired.insert((prefix, key), policy_map::to_value(e.action, rule_id));
+            }
+        }
+        // The endpoints map as it should be after the change.
+        let mut new_eps: BTreeMap<EndpointKey, EndpointInfo> = BTreeMap::new();
+        for e in &ready {
+            let (Ok(ip), Some(pod_mac), Some(host_mac)) = (
+                e.spec.ipv4.parse::<std::net::Ipv4Addr>(),
+                parse_mac(&e.spec.pod_mac),
+                parse_mac(&e.spec.host_mac),
+            ) else {
+                continue;
+            };
+            let key = EndpointKey {
+                ip: IpAddr6::from_v4_octets(ip.octets()),
+            };
+            new_eps.insert(
+                key,
+                EndpointInfo {
+                    ifindex: e.spec.host_ifindex,
+                    endpoint_id: e.id,
+                    pod_mac,
+                    host_mac,
+                    identity: e.identity,
+                    flags: flags(compiled.get(&e.id)),
+                },
+            );
+        }
+        let old_eps = maps.endpoints_raw()?;
+        let mut store = BpfPolicyStore::open(self.datapath.pin_dir())?;
+        let stats = policy_map::sync(
+            &mut store,
+            &desired,
+            || {
+                // Enforcement that goes away goes first; nothing else changes yet.
+                for (k, old) in &old_eps {
+                    if let Some(new) = new_eps.get(k) {
+                        if old.flags & !new.flags != 0 {
+                            maps.put_endpoint(
+                                *k,
+                                EndpointInfo {
+                                    flags: old.flags & new.flags,
+                                    ..*old
+                                },
+                            )?;
+                        }
+                    }
+                }
+                Ok(())
+            },
+            || {
+                for (k, new) in &new_eps {
+                    if old_eps.get(k) != Some(new) {
+                        maps.upsert_endpoint(*k, *new)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        for (k, old) in &old_eps {
+            if !new_eps.contains_key(k) {
+                maps.remove_endpoint(k, old.endpoint_id)?;
+            }
+        }
+        debug!(?stats, compute_ms, "policy in force");
+        if stats.written + stats.removed > 0 {
+            info!(
+                written = stats.written,
+                removed = stats.removed,
+                unchanged = stats.unchanged,
+                compute_ms,
+                "policy map updated"
+            );
+        }
+        self.resolved = Resolved {
+            policies,
+            compiled,
+            cidr_identities,
+            node_addrs,
+            compute_ms,
+        };
+        Ok(())
+    }
+}
