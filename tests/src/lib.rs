@@ -406,3 +406,118 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A host outside the cluster, for world and CIDR policy: a network namespace wired to a lab
+/// node by a veth (node side 198.51.100.1/24), holding `addrs`, and running the workload on
+/// TCP and UDP port 80 (it answers `ext`). Removed on drop.
+pub struct ExternalHost {
+    /// Its named network namespace.
+    pub netns: String,
+    node_netns: PathBuf,
+    node_if: String,
+    child: Option<std::process::Child>,
+}
+
+impl ExternalHost {
+    /// Wires an external host to the lab's node with the given `/24` addresses in 198.51.100.0/24.
+    pub fn attach(lab: &LabGuard, addrs: &[&str]) -> Self {
+        let netns = format!("plxt-{}-ext", lab.name);
+        let node_netns = plexus_netdev::netns_path(&format!("plx-{}-node1", lab.name));
+        let ext = plexus_netdev::netns_add(&netns).expect("ext netns");
+        let node_if = "plxext0".to_string();
+        let mut g = ExternalHost {
+            netns: netns.clone(),
+            node_netns: node_netns.clone(),
+            node_if: node_if.clone(),
+            child: None,
+        };
+        let ip = |ns: Option<&Path>, args: &[&str]| {
+            plexus_netdev::ip(ns, args).unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+        };
+        ip(
+            Some(&node_netns),
+            &[
+                "link",
+                "add",
+                &node_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ext.to_str().unwrap(),
+            ],
+        );
+        ip(
+            Some(&node_netns),
+            &["addr", "add", "198.51.100.1/24", "dev", &node_if],
+        );
+        ip(Some(&node_netns), &["link", "set", &node_if, "up"]);
+        for a in addrs {
+            ip(
+                Some(&ext),
+                &["addr", "add", &format!("{a}/24"), "dev", "eth0"],
+            );
+        }
+        ip(Some(&ext), &["link", "set", "eth0", "up"]);
+        ip(
+            Some(&ext),
+            &["route", "add", "10.244.0.0/16", "via", "198.51.100.1"],
+        );
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ext.display()))
+            .arg("--")
+            .arg(bin("plexus-workload"))
+            .args(["--name", "ext", "--tcp", "80", "--udp", "80"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("external workload");
+        g.child = Some(child);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        g
+    }
+
+    /// Path of its namespace.
+    pub fn path(&self) -> PathBuf {
+        plexus_netdev::netns_path(&self.netns)
+    }
+}
+
+impl Drop for ExternalHost {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = plexus_netdev::ip(Some(&self.node_netns), &["link", "del", &self.node_if]);
+        let _ = plexus_netdev::netns_del(&self.netns);
+    }
+}
+
+/// A TCP connection from inside a network namespace: whether it is accepted within `ms`.
+pub fn tcp_from(netns: &Path, ip: &str, port: u16, ms: u64) -> bool {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    plexus_netdev::in_netns(netns, move || {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(ms)).is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// A UDP exchange from inside a network namespace: whether an answer comes back within `ms`.
+pub fn udp_from(netns: &Path, ip: &str, port: u16, ms: u64) -> bool {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("address");
+    plexus_netdev::in_netns(netns, move || {
+        let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(ms)));
+        if s.send_to(b"probe", addr).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 256];
+        s.recv_from(&mut buf).is_ok()
+    })
+    .unwrap_or(false)
+}

@@ -196,7 +196,13 @@ impl Lab {
 
     fn start_node(&self, st: &mut LabState) -> Result<(), LabError> {
         let netns_name = format!("{}node1", self.netns_prefix());
-        netns_add(&netns_name)?;
+        let node_ns = netns_add(&netns_name)?;
+        // Pod-to-pod never needs forwarding (the datapath redirects), but traffic between pods
+        // and hosts beyond the node is routed by the node's stack.
+        plexus_netdev::in_netns(&node_ns, || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        })?
+        .map_err(|e| LabError::io(Path::new("/proc/sys/net/ipv4/ip_forward"), e))?;
         let dir = self.root.join("node1");
         fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
         let mut node = NodeState {

@@ -429,36 +429,20 @@ impl Translator {
                     at: self.obj.at(format!("{path}.endpointSelector")),
                 })?;
         let subject = self.subject(&format!("{path}.endpointSelector"), selector)?;
-        let sections = [
-            ("ingress", Direction::Ingress, Action::Allow),
-            ("ingressDeny", Direction::Ingress, Action::Deny),
-        ];
-        let ingress = [rule.ingress.as_deref(), rule.ingress_deny.as_deref()];
-        for ((field, direction, action), list) in sections.into_iter().zip(ingress) {
-            let p = format!("{path}.{field}");
-            out.rules.extend(self.section(
-                &p,
-                list.unwrap_or_default(),
-                &subject,
-                direction,
-                action,
-            )?);
-        }
-        let sections = [
-            ("egress", Direction::Egress, Action::Allow),
-            ("egressDeny", Direction::Egress, Action::Deny),
-        ];
-        let egress = [rule.egress.as_deref(), rule.egress_deny.as_deref()];
-        for ((field, direction, action), list) in sections.into_iter().zip(egress) {
-            let p = format!("{path}.{field}");
-            out.rules.extend(self.section(
-                &p,
-                list.unwrap_or_default(),
-                &subject,
-                direction,
-                action,
-            )?);
-        }
+        let (ingress, egress) = (Direction::Ingress, Direction::Egress);
+        let (allow, deny) = (Action::Allow, Action::Deny);
+        let at = |field: &str| format!("{path}.{field}");
+        let rules = &mut out.rules;
+        rules.extend(self.section(&at("ingress"), &rule.ingress, &subject, ingress, allow)?);
+        rules.extend(self.section(
+            &at("ingressDeny"),
+            &rule.ingress_deny,
+            &subject,
+            ingress,
+            deny,
+        )?);
+        rules.extend(self.section(&at("egress"), &rule.egress, &subject, egress, allow)?);
+        rules.extend(self.section(&at("egressDeny"), &rule.egress_deny, &subject, egress, deny)?);
         out.enforcements
             .extend(self.enforcements(path, rule, &subject.selector));
         Ok(())
@@ -467,16 +451,11 @@ impl Translator {
     /// Default deny, as Cilium decides it: a direction with at least one allow or deny rule,
     /// unless `enableDefaultDeny` turns it off.
     fn enforcements(&self, path: &str, rule: &CiliumRule, subject: &Selector) -> Vec<Enforcement> {
-        let has = |a: Option<usize>, b: Option<usize>| a.unwrap_or(0) + b.unwrap_or(0) > 0;
         let switch = rule.enable_default_deny.as_ref();
-        let ingress = has(
-            rule.ingress.as_ref().map(Vec::len),
-            rule.ingress_deny.as_ref().map(Vec::len),
-        ) && switch.and_then(|d| d.ingress).unwrap_or(true);
-        let egress = has(
-            rule.egress.as_ref().map(Vec::len),
-            rule.egress_deny.as_ref().map(Vec::len),
-        ) && switch.and_then(|d| d.egress).unwrap_or(true);
+        let ingress = (has_entries(&rule.ingress) || has_entries(&rule.ingress_deny))
+            && switch.and_then(|d| d.ingress).unwrap_or(true);
+        let egress = (has_entries(&rule.egress) || has_entries(&rule.egress_deny))
+            && switch.and_then(|d| d.egress).unwrap_or(true);
         [(ingress, Direction::Ingress), (egress, Direction::Egress)]
             .into_iter()
             .filter(|(on, _)| *on)
@@ -529,13 +508,13 @@ impl Translator {
     fn section<R: DirectionalRule>(
         &self,
         path: &str,
-        entries: &[R],
+        entries: &Option<Vec<R>>,
         subject: &Subject,
         direction: Direction,
         action: Action,
     ) -> Result<Vec<Rule>, PolicyError> {
         let mut rules = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.iter().flatten().enumerate() {
             let p = format!("{path}[{i}]");
             rules.extend(self.entry(&p, entry, subject, direction, action)?);
         }
@@ -767,6 +746,11 @@ impl Translator {
             None => Ok(()),
         }
     }
+}
+
+/// Whether an optional list has at least one entry.
+fn has_entries<T>(list: &Option<Vec<T>>) -> bool {
+    list.as_ref().is_some_and(|l| !l.is_empty())
 }
 
 /// Whether an optional field holds something: not null and not `[]` (`{}` counts, as an empty
