@@ -33,6 +33,9 @@ pub struct Agent {
     started: Instant,
     /// What the last reconcile put in force.
     pub(crate) resolved: Resolved,
+    /// The policy map's contents as last written (None: read it from the kernel).
+    pub(crate) policy_shadow:
+        Option<std::collections::BTreeMap<(u32, plexus_abi::PolicyKey), plexus_abi::PolicyValue>>,
 }
 
 impl Agent {
@@ -63,6 +66,7 @@ impl Agent {
             bpf_dir: bpf_dir.to_path_buf(),
             started: Instant::now(),
             resolved: Resolved::default(),
+            policy_shadow: None,
         };
         agent.restore()?;
         agent.reconcile().context("reconciling the datapath")?;

@@ -287,8 +287,18 @@ impl Agent {
         }
         let old_eps = maps.endpoints_raw()?;
         let mut store = BpfPolicyStore::open(self.datapath.pin_dir())?;
+        // What the map holds: read from the kernel once (adopting a predecessor's map), then
+        // kept in step with every write.
+        let mut actual = match self.policy_shadow.take() {
+            Some(a) => a,
+            None => {
+                use plexus_loader::policy_map::PolicyStore;
+                store.entries()?
+            }
+        };
         let stats = policy_map::sync(
             &mut store,
+            &mut actual,
             &desired,
             || {
                 // Enforcement that goes away goes first; nothing else changes yet.
@@ -316,6 +326,7 @@ impl Agent {
                 Ok(())
             },
         )?;
+        self.policy_shadow = Some(actual);
         for (k, old) in &old_eps {
             if !new_eps.contains_key(k) {
                 maps.remove_endpoint(k, old.endpoint_id)?;

@@ -88,13 +88,13 @@ impl Lab {
     /// `plexus-workload`) are in `bin_dir`.
     pub fn new(name: &str, bin_dir: PathBuf) -> Result<Self, LabError> {
         if name.is_empty()
-            || name.len() > 12
+            || name.len() > 20
             || !name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
             return Err(LabError::Invalid(format!(
-                "lab name {name:?}: use 1-12 lowercase letters and digits"
+                "lab name {name:?}: use 1-20 lowercase letters and digits"
             )));
         }
         Ok(Self {

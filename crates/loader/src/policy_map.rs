@@ -154,16 +154,18 @@ pub struct SyncStats {
     pub unchanged: usize,
 }
 
-/// Applies `desired` (every endpoint's entries, in kernel form) to `store`. `set_flags` is called
-/// between writing and removing, to switch endpoints' enforcement bits; `clear_flags` before
-/// writing, to drop the bits that go away.
+/// Applies `desired` (every endpoint's entries, in kernel form) to `store`, whose contents are
+/// `actual` (read once with [`PolicyStore::entries`] when adopting a map, then kept by the caller:
+/// reading a large map back costs two syscalls per entry). `actual` becomes `desired`.
+/// `clear_flags` runs before anything is written, to drop enforcement bits that go away;
+/// `set_flags` runs between writing and removing, to switch endpoints to their new bits.
 pub fn sync<S: PolicyStore>(
     store: &mut S,
+    actual: &mut BTreeMap<(u32, PolicyKey), PolicyValue>,
     desired: &BTreeMap<(u32, PolicyKey), PolicyValue>,
     clear_flags: impl FnOnce() -> Result<(), LoaderError>,
     set_flags: impl FnOnce() -> Result<(), LoaderError>,
 ) -> Result<SyncStats, LoaderError> {
-    let actual = store.entries()?;
     let mut stats = SyncStats::default();
     clear_flags()?;
     for ((prefix, key), value) in desired {
@@ -171,15 +173,20 @@ pub fn sync<S: PolicyStore>(
             stats.unchanged += 1;
         } else {
             store.put(*prefix, *key, *value)?;
+            actual.insert((*prefix, *key), *value);
             stats.written += 1;
         }
     }
     set_flags()?;
-    for (prefix, key) in actual.keys() {
-        if !desired.contains_key(&(*prefix, *key)) {
-            store.del(*prefix, *key)?;
-            stats.removed += 1;
-        }
+    let stale: Vec<(u32, PolicyKey)> = actual
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .copied()
+        .collect();
+    for (prefix, key) in stale {
+        store.del(prefix, key)?;
+        actual.remove(&(prefix, key));
+        stats.removed += 1;
     }
     Ok(stats)
 }
@@ -228,8 +235,10 @@ mod tests {
         ]
         .into();
         let order = std::cell::RefCell::new(Vec::new());
+        let mut actual = store.entries().unwrap();
         let stats = sync(
             &mut store,
+            &mut actual,
             &desired,
             || {
                 order.borrow_mut().push("clear");
@@ -255,5 +264,6 @@ mod tests {
         );
         assert_eq!(*order.borrow(), vec!["clear", "set"]);
         assert_eq!(store.map.len(), 2);
+        assert_eq!(actual, store.map, "the caller's view follows the store");
     }
 }

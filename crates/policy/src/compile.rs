@@ -4,7 +4,10 @@
 //! entries: a longest-prefix match for the peer's identity and one for the wildcard identity,
 //! where a deny from either beats any allow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use plexus_identity::{reserved, Labels, NumericIdentity, Prefix};
 use serde::{Deserialize, Serialize};
@@ -101,17 +104,18 @@ impl MapKey {
     }
 }
 
-/// The value of a key: the action, and every rule that put it there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The value of a key: the action, and every rule that put it there (indexes into the rule
+/// table the compile shares among endpoints: millions of entries must not each own strings).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapEntry {
     /// Allow or deny.
     pub action: Action,
-    /// The rules behind it.
-    pub origins: BTreeSet<Origin>,
+    /// The rules behind it, as indexes of [`EndpointPolicy::origin`].
+    pub origins: Vec<u32>,
 }
 
 /// The compiled policy of one endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointPolicy {
     /// Default-deny on ingress, and the policies that put it there.
     pub ingress_enforced: BTreeSet<Origin>,
@@ -119,6 +123,8 @@ pub struct EndpointPolicy {
     pub egress_enforced: BTreeSet<Origin>,
     /// The entries.
     pub entries: BTreeMap<MapKey, MapEntry>,
+    /// The rule table the entries' origins index (shared by every endpoint of one compile).
+    pub rules: Arc<Vec<Origin>>,
 }
 
 /// The answer of a lookup.
@@ -142,6 +148,11 @@ impl Decision {
 }
 
 impl EndpointPolicy {
+    /// The rule behind an entry's origin index.
+    pub fn origin(&self, index: u32) -> Option<&Origin> {
+        self.rules.get(index as usize)
+    }
+
     /// Whether the direction is in default-deny.
     pub fn enforced(&self, d: Direction) -> bool {
         match d {
@@ -206,7 +217,7 @@ impl EndpointPolicy {
             found
                 .iter()
                 .filter(|e| e.action == a)
-                .flat_map(|e| e.origins.iter().cloned())
+                .flat_map(|e| e.origins.iter().filter_map(|i| self.origin(*i)).cloned())
                 .collect()
         };
         if found.iter().any(|e| e.action == Action::Deny) {
@@ -411,9 +422,21 @@ pub fn compile(inputs: &Inputs<'_>) -> BTreeMap<u32, EndpointPolicy> {
     let rules: Vec<&Rule> = inputs.policies.iter().flat_map(|p| &p.rules).collect();
     // Peer identity sets are per rule, not per endpoint: resolve each once.
     let peer_sets: Vec<IdSet> = rules.iter().map(|r| cache.peers(&r.peers)).collect();
+    // Rule i of `rules` is origin i; allow-localhost comes last.
+    let table: Arc<Vec<Origin>> = Arc::new(
+        rules
+            .iter()
+            .map(|r| r.origin.clone())
+            .chain(std::iter::once(allow_localhost_origin()))
+            .collect(),
+    );
+    let localhost = rules.len() as u32;
 
     for ep in inputs.endpoints {
-        let mut pol = EndpointPolicy::default();
+        let mut pol = EndpointPolicy {
+            rules: table.clone(),
+            ..Default::default()
+        };
         for en in inputs.policies.iter().flat_map(|p| &p.enforcements) {
             if en.subject.matches(&ep.labels) {
                 match en.direction {
@@ -422,10 +445,11 @@ pub fn compile(inputs: &Inputs<'_>) -> BTreeMap<u32, EndpointPolicy> {
                 };
             }
         }
-        for (rule, peers) in rules.iter().zip(&peer_sets) {
+        for (idx, (rule, peers)) in rules.iter().zip(&peer_sets).enumerate() {
             if rule.subject.matches(&ep.labels) {
                 add_rule(
                     &mut pol,
+                    idx as u32,
                     rule,
                     peers,
                     ep,
@@ -442,7 +466,7 @@ pub fn compile(inputs: &Inputs<'_>) -> BTreeMap<u32, EndpointPolicy> {
                 port: 0,
                 port_prefix: 0,
             };
-            insert(&mut pol, key, Action::Allow, &allow_localhost_origin());
+            insert(&mut pol, key, Action::Allow, localhost);
         }
         prune_shadowed_allows(&mut pol);
         out.insert(ep.id, pol);
@@ -450,25 +474,26 @@ pub fn compile(inputs: &Inputs<'_>) -> BTreeMap<u32, EndpointPolicy> {
     out
 }
 
-fn insert(pol: &mut EndpointPolicy, key: MapKey, action: Action, origin: &Origin) {
+fn insert(pol: &mut EndpointPolicy, key: MapKey, action: Action, origin: u32) {
     let e = pol.entries.entry(key).or_insert_with(|| MapEntry {
         action,
-        origins: BTreeSet::new(),
+        origins: Vec::new(),
     });
     if action == Action::Deny && e.action == Action::Allow {
         // Deny beats allow on the same key; the deny's rules are what decide.
         *e = MapEntry {
             action,
-            origins: BTreeSet::new(),
+            origins: Vec::new(),
         };
     }
-    if e.action == action {
-        e.origins.insert(origin.clone());
+    if e.action == action && !e.origins.contains(&origin) {
+        e.origins.push(origin);
     }
 }
 
 fn add_rule(
     pol: &mut EndpointPolicy,
+    rule_idx: u32,
     rule: &Rule,
     peers: &IdSet,
     ep: &EndpointInput,
@@ -488,7 +513,7 @@ fn add_rule(
                 port: *port,
                 port_prefix: *port_prefix,
             };
-            insert(pol, key, rule.action, &rule.origin);
+            insert(pol, key, rule.action, rule_idx);
         }
     };
     if rule.ports.is_empty() {
