@@ -1,8 +1,15 @@
-//! Connection tracking: classify a packet against its flow's entry (without creating one, so a
-//! packet that policy then drops leaves no trace), and record it once it is let through.
+//! Connection tracking. One entry per connection, under a canonical key (the lower
+//! address/port pair first), so every packet costs one lookup whichever way it goes; the entry
+//! remembers which side opened the connection.
+//!
+//! A packet is classified first and recorded only once it is let through, so a packet that
+//! policy drops leaves no trace.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use plexus_abi::{conntrack::CT_F_SEEN_REPLY, CtEntry, CtKey};
+use plexus_abi::{
+    conntrack::{CT_F_SEEN_REPLY, CT_OPENER_HIGHER, CT_OPENER_LOWER},
+    CtEntry, CtKey,
+};
 
 use crate::maps::PLEXUS_CT;
 
@@ -17,33 +24,75 @@ pub enum CtDir {
     Reply,
 }
 
-/// Which way the packet goes, from the table.
+/// A packet's place in the table.
+pub struct Ct {
+    /// The canonical key.
+    key: CtKey,
+    /// The packet goes from the lower side to the higher one.
+    from_lower: bool,
+    /// The entry, if the connection is known.
+    entry: Option<*mut CtEntry>,
+    /// Classification.
+    pub dir: CtDir,
+}
+
+/// Whether (a, ap) sorts after (b, bp).
 #[inline(always)]
-pub fn lookup(key: &CtKey) -> CtDir {
-    if PLEXUS_CT.get_ptr(key).is_some() {
-        CtDir::Original
-    } else if PLEXUS_CT.get_ptr(&key.reversed()).is_some() {
-        CtDir::Reply
-    } else {
-        CtDir::New
+fn greater(a: &[u32; 4], ap: u16, b: &[u32; 4], bp: u16) -> bool {
+    // IPv4-mapped addresses differ only in the last word: compare it first.
+    let (a3, b3) = (u32::from_be(a[3]), u32::from_be(b[3]));
+    if a3 != b3 {
+        return a3 > b3;
+    }
+    if a[2] != b[2] {
+        return u32::from_be(a[2]) > u32::from_be(b[2]);
+    }
+    if a[1] != b[1] {
+        return u32::from_be(a[1]) > u32::from_be(b[1]);
+    }
+    if a[0] != b[0] {
+        return u32::from_be(a[0]) > u32::from_be(b[0]);
+    }
+    u16::from_be(ap) > u16::from_be(bp)
+}
+
+/// Classifies a packet whose tuple (source first) is `pkt`.
+#[inline(always)]
+pub fn lookup(pkt: &CtKey) -> Ct {
+    let swap = greater(&pkt.saddr.words, pkt.sport, &pkt.daddr.words, pkt.dport);
+    let key = if swap { pkt.reversed() } else { *pkt };
+    let from_lower = !swap;
+    let entry = PLEXUS_CT.get_ptr_mut(&key);
+    let dir = match entry {
+        None => CtDir::New,
+        Some(e) => {
+            let opener_lower = unsafe { (*e).opener } == CT_OPENER_LOWER;
+            if opener_lower == from_lower {
+                CtDir::Original
+            } else {
+                CtDir::Reply
+            }
+        }
+    };
+    Ct {
+        key,
+        from_lower,
+        entry,
+        dir,
     }
 }
 
 /// Records a packet that was let through: refreshes its entry, or creates one for a new
 /// connection. An LRU insert that fails only loses tracking of this flow.
 #[inline(always)]
-pub fn record(key: &CtKey, dir: CtDir, tcp_flags: u8, src_identity: u32) {
+pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) {
     let now = unsafe { bpf_ktime_get_ns() };
-    let (k, reply) = match dir {
-        CtDir::Reply => (key.reversed(), true),
-        _ => (*key, false),
-    };
-    if let Some(e) = PLEXUS_CT.get_ptr_mut(&k) {
+    if let Some(e) = ct.entry {
         // Counters race between CPUs; they are advisory (last_seen and flags are what matter).
         let e = unsafe { &mut *e };
         e.last_seen_ns = now;
         e.tcp_flags |= tcp_flags;
-        if reply {
+        if ct.dir == CtDir::Reply {
             e.rx_packets += 1;
             e.flags |= CT_F_SEEN_REPLY;
         } else {
@@ -58,8 +107,13 @@ pub fn record(key: &CtKey, dir: CtDir, tcp_flags: u8, src_identity: u32) {
         rx_packets: 0,
         tcp_flags,
         flags: 0,
-        _pad: [0; 2],
+        opener: if ct.from_lower {
+            CT_OPENER_LOWER
+        } else {
+            CT_OPENER_HIGHER
+        },
+        _pad: 0,
         src_identity,
     };
-    let _ = PLEXUS_CT.insert(key, &entry, 0);
+    let _ = PLEXUS_CT.insert(&ct.key, &entry, 0);
 }

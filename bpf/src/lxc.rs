@@ -147,8 +147,8 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     notify::count_tx(src_id, len);
 
     let dst = endpoint(pkt.daddr);
-    let dir = conntrack::lookup(&pkt.ct_key);
-    if dir != CtDir::Reply {
+    let ct = conntrack::lookup(&pkt.ct_key);
+    if ct.dir != CtDir::Reply {
         if src_flags & ENDPOINT_F_EGRESS_POLICY != 0 {
             let dst_identity = match dst {
                 Some(d) => d.identity,
@@ -178,7 +178,7 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
             }
         }
     }
-    conntrack::record(&pkt.ct_key, dir, pkt.tcp_flags, src_identity);
+    conntrack::record(&ct, pkt.tcp_flags, src_identity);
 
     let Some(dst) = dst else {
         // Not a local pod: the node itself or beyond it; the stack routes it.
@@ -226,9 +226,9 @@ fn try_to_container(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(TC_ACT_OK as i32);
     };
     let (dst_id, dst_flags) = (dst.endpoint_id, dst.flags);
-    let dir = conntrack::lookup(&pkt.ct_key);
+    let ct = conntrack::lookup(&pkt.ct_key);
     let src_identity = ipcache::identity_v4(pkt.saddr);
-    if dir != CtDir::Reply && dst_flags & ENDPOINT_F_INGRESS_POLICY != 0 {
+    if ct.dir != CtDir::Reply && dst_flags & ENDPOINT_F_INGRESS_POLICY != 0 {
         let enforced = dst_flags & ENDPOINT_F_INGRESS_ENFORCED != 0;
         policy::check(
             dst_id,
@@ -239,7 +239,7 @@ fn try_to_container(ctx: &TcContext) -> Result<i32, DropReason> {
             enforced,
         )?;
     }
-    conntrack::record(&pkt.ct_key, dir, pkt.tcp_flags, src_identity);
+    conntrack::record(&ct, pkt.tcp_flags, src_identity);
     notify::count_rx(dst_id, ctx.len());
     Ok(TC_ACT_OK as i32)
 }

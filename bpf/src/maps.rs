@@ -1,7 +1,7 @@
 //! Every map of the datapath, declared once; names and capacities come from `plexus_abi::maps`.
 
 use aya_ebpf::{
-    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use plexus_abi::{
@@ -14,10 +14,11 @@ use plexus_abi::{
 pub static PLEXUS_ENDPOINTS: HashMap<EndpointKey, EndpointInfo, { m::ENDPOINTS_MAX as usize }> =
     HashMap::new();
 
-/// Per-endpoint packet and byte counters, keyed by endpoint id.
+/// Per-endpoint packet and byte counters, indexed by endpoint id (an array: no hashing on
+/// the per-packet path).
 #[btf_map]
-pub static PLEXUS_EP_COUNTERS: PerCpuHashMap<u32, EndpointCounters, { m::ENDPOINTS_MAX as usize }> =
-    PerCpuHashMap::new();
+pub static PLEXUS_EP_COUNTERS: PerCpuArray<EndpointCounters, { m::ENDPOINTS_MAX as usize }> =
+    PerCpuArray::new();
 
 /// Connection tracking (LRU: the oldest idle flows are evicted first under pressure).
 #[btf_map]

@@ -1,8 +1,10 @@
-//! The connection-tracking map: one entry per flow direction-normalised 5-tuple.
+//! The connection-tracking map: one entry per connection under a canonical 5-tuple (the lower
+//! address/port side first), so a packet in either direction finds it with one lookup.
 
 use crate::IpAddr6;
 
-/// Key of the conntrack map: the 5-tuple of the packet that opened the connection.
+/// Key of the conntrack map: a connection's 5-tuple with the lower (address, port) side as
+/// "source"; [`CtEntry::opener`] says which side opened it.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct CtKey {
@@ -51,11 +53,28 @@ pub struct CtEntry {
     pub tcp_flags: u8,
     /// `CT_F_*` bits.
     pub flags: u8,
+    /// [`CT_OPENER_LOWER`] or [`CT_OPENER_HIGHER`]: which side of the key opened.
+    pub opener: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
     /// Security identity of the opening side (0 until policy assigns identities).
     pub src_identity: u32,
 }
 
 /// A reply has been seen: the connection is established.
 pub const CT_F_SEEN_REPLY: u8 = 1;
+/// The key's source side (the lower one) opened the connection.
+pub const CT_OPENER_LOWER: u8 = 0;
+/// The key's destination side (the higher one) opened the connection.
+pub const CT_OPENER_HIGHER: u8 = 1;
+
+impl CtEntry {
+    /// The key oriented the way the connection was opened.
+    pub fn oriented(&self, key: &CtKey) -> CtKey {
+        if self.opener == CT_OPENER_HIGHER {
+            key.reversed()
+        } else {
+            *key
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 /// Pod IP → [`crate::EndpointInfo`].
 pub const ENDPOINTS: &str = "PLEXUS_ENDPOINTS";
-/// Endpoint id → per-CPU [`crate::EndpointCounters`].
+/// Endpoint id (array index) → per-CPU [`crate::EndpointCounters`].
 pub const ENDPOINT_COUNTERS: &str = "PLEXUS_EP_COUNTERS";
 /// [`crate::CtKey`] → [`crate::CtEntry`] (LRU).
 pub const CONNTRACK: &str = "PLEXUS_CT";
@@ -14,7 +14,7 @@ pub const POLICY: &str = "PLEXUS_POLICY";
 /// [`crate::IpcacheKey`] (LPM) → [`crate::IpcacheValue`].
 pub const IPCACHE: &str = "PLEXUS_IPCACHE";
 
-/// Capacity of the endpoints map (pods on one node).
+/// Capacity of the endpoints map (pods on one node); endpoint ids are below it.
 pub const ENDPOINTS_MAX: u32 = 4096;
 /// Capacity of the conntrack map.
 pub const CONNTRACK_MAX: u32 = 262_144;

@@ -254,11 +254,15 @@ impl Agent {
         let key = State::key(&spec.attachment);
         let id = match self.state.endpoints.get(&key) {
             Some(e) => e.id,
-            None => {
-                let id = self.state.next_endpoint_id;
-                self.state.next_endpoint_id += 1;
-                id
-            }
+            // The lowest free id: ids index the datapath's counter array.
+            None => (1..m::ENDPOINTS_MAX)
+                .find(|i| !self.state.endpoints.values().any(|e| e.id == *i))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "endpoint {owner}: the node already has {} endpoints",
+                        m::ENDPOINTS_MAX - 1
+                    )
+                })?,
         };
         let identity = self.state.endpoints.get(&key).map_or(0, |e| e.identity);
         let mut ep = Endpoint {

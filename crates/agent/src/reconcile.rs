@@ -319,9 +319,13 @@ impl Agent {
             },
             || {
                 for (k, new) in &new_eps {
-                    if old_eps.get(k) != Some(new) {
-                        maps.upsert_endpoint(*k, *new)?;
+                    match old_eps.get(k) {
+                        Some(old) if old == new => continue,
+                        Some(old) if old.endpoint_id == new.endpoint_id => {}
+                        // A new endpoint may reuse a freed id: start its counters at zero.
+                        _ => maps.reset_counters(new.endpoint_id)?,
                     }
+                    maps.upsert_endpoint(*k, *new)?;
                 }
                 Ok(())
             },

@@ -22,8 +22,6 @@ pub struct State {
     pub ipam: Ipam,
     /// Endpoints by attachment.
     pub endpoints: BTreeMap<String, Endpoint>,
-    /// Next endpoint id to hand out (ids are never reused within a node's life).
-    pub next_endpoint_id: u32,
     /// Kubernetes objects in force (namespaces, pods, policies).
     #[serde(default)]
     pub objects: Objects,
@@ -44,7 +42,6 @@ impl State {
         Self {
             ipam,
             endpoints: BTreeMap::new(),
-            next_endpoint_id: 1,
             objects: Objects::default(),
             identities: Allocator::new(),
             endpoint_labels: BTreeMap::new(),

@@ -6,9 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{
-    lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
-};
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues};
 use plexus_abi::{
     maps as m, CtEntry, CtKey, DropReason, EndpointCounters, EndpointInfo, EndpointKey, IpcacheKey,
     IpcacheValue,
@@ -32,7 +30,7 @@ pub struct EndpointRecord {
     pub counters: EndpointCounters,
 }
 
-/// One conntrack entry.
+/// One conntrack entry, its key oriented the way the connection was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CtRecord {
     /// The opening direction's tuple.
@@ -63,36 +61,37 @@ impl PinnedMaps {
         HashMap::try_from(Map::HashMap(self.data(m::ENDPOINTS)?)).map_err(map_err(m::ENDPOINTS))
     }
 
-    fn counters(&self) -> Result<PerCpuHashMap<MapData, u32, EndpointCounters>, LoaderError> {
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(self.data(m::ENDPOINT_COUNTERS)?))
+    fn counters(&self) -> Result<PerCpuArray<MapData, EndpointCounters>, LoaderError> {
+        PerCpuArray::try_from(Map::PerCpuArray(self.data(m::ENDPOINT_COUNTERS)?))
             .map_err(map_err(m::ENDPOINT_COUNTERS))
     }
 
-    /// Inserts or replaces an endpoint, and creates its zeroed counters if missing.
-    pub fn upsert_endpoint(&self, key: EndpointKey, info: EndpointInfo) -> Result<(), LoaderError> {
-        let mut counters = self.counters()?;
-        if counters.get(&info.endpoint_id, 0).is_err() {
-            let ncpus = aya::util::nr_cpus().map_err(|(_, e)| LoaderError::Map {
-                map: m::ENDPOINT_COUNTERS,
-                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "nr_cpus",
-                    io_error: e,
-                }),
+    /// Zeroes an endpoint's counters (a new endpoint may reuse a freed id).
+    pub fn reset_counters(&self, endpoint_id: u32) -> Result<(), LoaderError> {
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| LoaderError::Map {
+            map: m::ENDPOINT_COUNTERS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }),
+        })?;
+        let zero =
+            PerCpuValues::try_from(vec![EndpointCounters::default(); ncpus]).map_err(|e| {
+                LoaderError::Map {
+                    map: m::ENDPOINT_COUNTERS,
+                    source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "percpu",
+                        io_error: e,
+                    }),
+                }
             })?;
-            let zero =
-                PerCpuValues::try_from(vec![EndpointCounters::default(); ncpus]).map_err(|e| {
-                    LoaderError::Map {
-                        map: m::ENDPOINT_COUNTERS,
-                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                            call: "percpu",
-                            io_error: e,
-                        }),
-                    }
-                })?;
-            counters
-                .insert(info.endpoint_id, zero, 0)
-                .map_err(map_err(m::ENDPOINT_COUNTERS))?;
-        }
+        self.counters()?
+            .set(endpoint_id, zero, 0)
+            .map_err(map_err(m::ENDPOINT_COUNTERS))
+    }
+
+    /// Inserts or replaces an endpoint (counters are [`PinnedMaps::reset_counters`]' business).
+    pub fn upsert_endpoint(&self, key: EndpointKey, info: EndpointInfo) -> Result<(), LoaderError> {
         self.endpoints()?
             .insert(key, info, 0)
             .map_err(map_err(m::ENDPOINTS))
@@ -104,10 +103,7 @@ impl PinnedMaps {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(m::ENDPOINTS)(e)),
         }
-        match self.counters()?.remove(&endpoint_id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(m::ENDPOINT_COUNTERS)(e)),
-        }
+        self.reset_counters(endpoint_id)
     }
 
     /// The endpoints map as it is in the kernel.
@@ -227,7 +223,10 @@ impl PinnedMaps {
         for item in map.iter() {
             // An LRU entry evicted mid-walk ends the walk early; that is not an error.
             let Ok((key, entry)) = item else { break };
-            out.push(CtRecord { key, entry });
+            out.push(CtRecord {
+                key: entry.oriented(&key),
+                entry,
+            });
         }
         Ok(out)
     }

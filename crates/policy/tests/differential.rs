@@ -236,7 +236,7 @@ const CIDRS: [(&str, &[&str]); 8] = [
     ("::/0", &["2001:db8::/32"]),
 ];
 /// Numeric ranges ports may use (`port`..=`endPort`).
-const RANGES: [(u16, u16); 4] = [(80, 81), (8080, 9090), (53, 80), (440, 450)];
+const RANGES: [(u16, u16); 5] = [(80, 81), (8080, 9090), (53, 80), (440, 450), (1024, 65535)];
 
 fn gen_world(rng: &mut Rng) -> World {
     let n_ns = rng.range(2, 4);
@@ -649,13 +649,25 @@ fn gen_cilium_entry(rng: &mut Rng, world: &World, ingress: bool, clusterwide: bo
                 let n = rng.range(1, 2);
                 Value::Array(
                     (0..n)
-                        .map(|_| gen_endpoint_selector(rng, world, false, clusterwide))
+                        .map(|_| {
+                            if rng.chance(8) {
+                                // The node, by its reserved label.
+                                json!({"matchLabels": {"reserved:host": ""}})
+                            } else {
+                                gen_endpoint_selector(rng, world, false, clusterwide)
+                            }
+                        })
                         .collect(),
                 )
             }
             "Entities" => {
                 let n = rng.range(1, 2);
-                json!(rng.distinct(&["world", "cluster", "all", "host"], n))
+                let pool: &[&str] = if rng.chance(80) || std::env::var("EXPLORE").is_ok() {
+                    &["world", "cluster", "all", "host"]
+                } else {
+                    &["world-ipv4", "world-ipv6", "host", "world"]
+                };
+                json!(rng.distinct(pool, n))
             }
             "CIDR" => json!([gen_cidr(rng).0]),
             _ => {
@@ -923,8 +935,8 @@ fn cilium_label<'a>(world: &'a World, pod: &'a Pod, key: &str) -> Option<&'a str
     pod.labels.get(name).map(String::as_str)
 }
 
-/// The keys a selector names, source prefix stripped.
-fn selector_key_names(sel: &Value) -> impl Iterator<Item = &str> {
+/// The keys a selector names, as written.
+fn selector_keys(sel: &Value) -> impl Iterator<Item = &str> {
     let labels = sel
         .get("matchLabels")
         .and_then(Value::as_object)
@@ -933,9 +945,7 @@ fn selector_key_names(sel: &Value) -> impl Iterator<Item = &str> {
     let exprs = arr(sel, "matchExpressions")
         .iter()
         .filter_map(|e| e["key"].as_str());
-    labels
-        .chain(exprs)
-        .map(|k| k.split_once(':').map_or(k, |(_, n)| n))
+    labels.chain(exprs)
 }
 
 /// One question: does `policy` isolate, allow or deny `world.pods[me]`'s traffic in `dir` with
@@ -1215,17 +1225,25 @@ impl Match<'_> {
     }
 
     /// Peer endpoint selectors select pods; in a namespaced policy only pods of its namespace,
-    /// unless the selector names the namespace or a namespace label.
+    /// unless the selector names the namespace or a namespace label. A selector on a
+    /// `reserved:` label selects what carries it (the node carries `reserved:host`), unscoped.
     fn cilium_peer_selector(&self, namespace: Option<&str>, sel: &Value) -> bool {
-        let Peer::Pod(q) = self.other else {
-            return false;
+        let reserved = selector_keys(sel).any(|k| k.starts_with("reserved:"));
+        let pod = match self.other {
+            Peer::Pod(q) => &self.world.pods[q],
+            Peer::Host if reserved => {
+                let host = |k: &str| (k == "reserved:host").then_some("");
+                return selector_matches(sel, &host, None);
+            }
+            _ => return false,
         };
-        let pod = &self.world.pods[q];
-        if let Some(ns) = namespace {
-            let scoped = selector_key_names(sel).any(|k| {
-                k == "io.kubernetes.pod.namespace"
-                    || k.starts_with("io.cilium.k8s.namespace.labels.")
-            });
+        if let (Some(ns), false) = (namespace, reserved) {
+            let scoped = selector_keys(sel)
+                .map(|k| k.split_once(':').map_or(k, |(_, n)| n))
+                .any(|k| {
+                    k == "io.kubernetes.pod.namespace"
+                        || k.starts_with("io.cilium.k8s.namespace.labels.")
+                });
             if !scoped && pod.namespace != ns {
                 return false;
             }
@@ -1233,11 +1251,14 @@ impl Match<'_> {
         selector_matches(sel, &|k| cilium_label(self.world, pod, k), None)
     }
 
-    /// world: outside the cluster; cluster: pods and the node; host: the node; all: anything.
+    /// world: outside the cluster (world-ipv4/-ipv6: its IPv4/IPv6 part); cluster: pods and the
+    /// node; host: the node; all: anything.
     fn entity(&self, name: &str) -> bool {
         match (name, self.other) {
             ("all", _) => true,
             ("world", Peer::External(_)) => true,
+            ("world-ipv4", Peer::External(ip)) => ip.is_ipv4(),
+            ("world-ipv6", Peer::External(ip)) => ip.is_ipv6(),
             ("cluster", Peer::Pod(_) | Peer::Host) => true,
             ("host", Peer::Host) => true,
             _ => false,
