@@ -30,8 +30,9 @@ pub struct Ct {
     key: CtKey,
     /// The packet goes from the lower side to the higher one.
     from_lower: bool,
-    /// The entry, if the connection is known.
-    entry: Option<*mut CtEntry>,
+    /// The entry if the connection is known, else null. A nullable pointer rather than an
+    /// `Option`: the two-word enum gets copied bytewise and the verifier loses the pointer type.
+    entry: *mut CtEntry,
     /// Classification.
     pub dir: CtDir,
 }
@@ -62,43 +63,44 @@ pub fn lookup(pkt: &CtKey) -> Ct {
     let swap = greater(&pkt.saddr.words, pkt.sport, &pkt.daddr.words, pkt.dport);
     let key = if swap { pkt.reversed() } else { *pkt };
     let from_lower = !swap;
-    let entry = PLEXUS_CT.get_ptr_mut(&key);
-    let dir = match entry {
-        None => CtDir::New,
+    let (entry, dir) = match PLEXUS_CT.get_ptr_mut(&key) {
+        None => (core::ptr::null_mut(), CtDir::New),
         Some(e) => {
             let opener_lower = unsafe { (*e).opener } == CT_OPENER_LOWER;
-            if opener_lower == from_lower {
-                CtDir::Original
-            } else {
-                CtDir::Reply
-            }
+            let dir = if opener_lower == from_lower { CtDir::Original } else { CtDir::Reply };
+            (e, dir)
         }
     };
-    Ct {
-        key,
-        from_lower,
-        entry,
-        dir,
-    }
+    Ct { key, from_lower, entry, dir }
 }
 
+/// TCP FIN and RST: a connection closing is always reported.
+const TCP_CLOSE: u8 = 0x01 | 0x04;
+
 /// Records a packet that was let through: refreshes its entry, or creates one for a new
-/// connection. An LRU insert that fails only loses tracking of this flow.
+/// connection. An LRU insert that fails only loses tracking of this flow. Returns whether the
+/// packet is worth reporting under aggregation: the first packet each way, new TCP flags, a
+/// close.
 #[inline(always)]
-pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) {
+pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) -> bool {
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(e) = ct.entry {
+    if !ct.entry.is_null() {
+        let e = ct.entry;
         // Counters race between CPUs; they are advisory (last_seen and flags are what matter).
         let e = unsafe { &mut *e };
         e.last_seen_ns = now;
+        let mut report = tcp_flags & !e.tcp_flags != 0 || tcp_flags & TCP_CLOSE != 0;
         e.tcp_flags |= tcp_flags;
         if ct.dir == CtDir::Reply {
             e.rx_packets += 1;
-            e.flags |= CT_F_SEEN_REPLY;
+            if e.flags & CT_F_SEEN_REPLY == 0 {
+                report = true;
+                e.flags |= CT_F_SEEN_REPLY;
+            }
         } else {
             e.tx_packets += 1;
         }
-        return;
+        return report;
     }
     let entry = CtEntry {
         created_ns: now,
@@ -116,4 +118,5 @@ pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) {
         src_identity,
     };
     let _ = PLEXUS_CT.insert(&ct.key, &entry, 0);
+    true
 }

@@ -17,6 +17,7 @@ use plexus_abi::{
         ENDPOINT_F_EGRESS_ENFORCED, ENDPOINT_F_EGRESS_POLICY, ENDPOINT_F_INGRESS_ENFORCED,
         ENDPOINT_F_INGRESS_POLICY,
     },
+    event::{point, EVENT_F_NEW, EVENT_F_REPLY, MONITOR_ALL},
     policy::{DIR_EGRESS, DIR_INGRESS},
     CtKey, DropReason, EndpointInfo, EndpointKey, IpAddr6,
 };
@@ -25,7 +26,7 @@ use crate::{
     conntrack::{self, CtDir},
     ipcache,
     maps::PLEXUS_ENDPOINTS,
-    notify,
+    notify::{self, Meta},
     parse::{self, EthHdr, Ipv4Hdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP},
     policy,
 };
@@ -38,24 +39,46 @@ const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 /// Packets leaving a pod: forward to a local pod with a peer redirect, or hand to the stack.
 #[classifier]
 pub fn plexus_from_container(ctx: TcContext) -> i32 {
-    finish(try_from_container(&ctx))
+    let mut m = Meta::new();
+    m.cfg = notify::config();
+    let res = try_from_container(&ctx, &mut m);
+    finish(&ctx, res, &m)
 }
 
 /// Packets the stack delivers to a pod (from the node itself or beyond it).
 #[classifier]
 pub fn plexus_to_container(ctx: TcContext) -> i32 {
-    finish(try_to_container(&ctx))
+    let mut m = Meta::new();
+    m.cfg = notify::config();
+    let res = try_to_container(&ctx, &mut m);
+    finish(&ctx, res, &m)
 }
 
-/// The single exit of every program: a drop is counted by reason, never silently lost.
+/// The single exit of every program: a drop is counted by reason and reported with what the
+/// stages learned, a forwarded packet gets the events the monitor asks for. No result is ever
+/// thrown away.
 #[inline(always)]
-fn finish(res: Result<i32, DropReason>) -> i32 {
+fn finish(ctx: &TcContext, res: Result<i32, DropReason>, m: &Meta) -> i32 {
     match res {
-        Ok(action) => action,
+        Ok(action) => {
+            notify::forwarded(ctx, m);
+            action
+        }
         Err(reason) => {
             notify::count_drop(reason);
+            notify::dropped(ctx, reason, m);
             TC_ACT_SHOT as i32
         }
+    }
+}
+
+/// Whether to report this packet: per the aggregation (`report` from conntrack) or always.
+#[inline(always)]
+fn trace_point(m: &Meta, report: bool, point: u8) -> Option<u8> {
+    if report || m.cfg.level >= MONITOR_ALL {
+        Some(point)
+    } else {
+        None
     }
 }
 
@@ -123,10 +146,10 @@ fn endpoint(addr: u32) -> Option<&'static EndpointInfo> {
 }
 
 #[inline(always)]
-fn try_from_container(ctx: &TcContext) -> Result<i32, DropReason> {
+fn try_from_container(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
     match u16::from_be(unsafe { (*eth).proto }) {
-        ETH_P_IP => from_container_v4(ctx),
+        ETH_P_IP => from_container_v4(ctx, m),
         // ARP and IPv6 neighbour traffic go to the node's stack; pods are IPv4-only for now.
         ETH_P_ARP | ETH_P_IPV6 => Ok(TC_ACT_OK as i32),
         _ => Err(DropReason::UnsupportedL3Protocol),
@@ -134,9 +157,11 @@ fn try_from_container(ctx: &TcContext) -> Result<i32, DropReason> {
 }
 
 #[inline(always)]
-fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
+fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     let pkt = parse_v4(ctx)?;
     let len = ctx.len();
+    m.tuple = pkt.ct_key;
+    m.tcp_flags = pkt.tcp_flags;
 
     // The sender must be the endpoint that owns this veth: no spoofed source addresses.
     let src = endpoint(pkt.saddr).ok_or(DropReason::InvalidSourceIp)?;
@@ -144,46 +169,51 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
         return Err(DropReason::InvalidSourceIp);
     }
     let (src_id, src_identity, src_flags) = (src.endpoint_id, src.identity, src.flags);
+    m.src_identity = src_identity;
+    m.endpoint_id = src_id;
+    m.capture[0] = src_id;
     notify::count_tx(src_id, len);
 
     let dst = endpoint(pkt.daddr);
+    m.dst_identity = match dst {
+        Some(d) => {
+            m.capture[1] = d.endpoint_id;
+            d.identity
+        }
+        None if src_flags & ENDPOINT_F_EGRESS_POLICY != 0 => ipcache::identity_v4(pkt.daddr),
+        None => 0,
+    };
     let ct = conntrack::lookup(&pkt.ct_key);
+    match ct.dir {
+        CtDir::New => m.flags |= EVENT_F_NEW,
+        CtDir::Reply => m.flags |= EVENT_F_REPLY,
+        CtDir::Original => {}
+    }
     if ct.dir != CtDir::Reply {
         if src_flags & ENDPOINT_F_EGRESS_POLICY != 0 {
-            let dst_identity = match dst {
-                Some(d) => d.identity,
-                None => ipcache::identity_v4(pkt.daddr),
-            };
             let enforced = src_flags & ENDPOINT_F_EGRESS_ENFORCED != 0;
-            policy::check(
-                src_id,
-                dst_identity,
-                DIR_EGRESS,
-                pkt.proto,
-                pkt.dport,
-                enforced,
-            )?;
+            policy::check(m, src_id, m.dst_identity, DIR_EGRESS, pkt.dport, enforced)?;
         }
         if let Some(d) = dst {
             if d.flags & ENDPOINT_F_INGRESS_POLICY != 0 {
                 let enforced = d.flags & ENDPOINT_F_INGRESS_ENFORCED != 0;
-                policy::check(
-                    d.endpoint_id,
-                    src_identity,
-                    DIR_INGRESS,
-                    pkt.proto,
-                    pkt.dport,
-                    enforced,
-                )?;
+                policy::check(m, d.endpoint_id, src_identity, DIR_INGRESS, pkt.dport, enforced)?;
             }
         }
     }
-    conntrack::record(&ct, pkt.tcp_flags, src_identity);
+    if ct.dir != CtDir::New {
+        // Verdicts are reported for the packet that opens a connection only.
+        m.verdict = 0;
+    }
+    m.endpoint_id = src_id;
+    let report = conntrack::record(&ct, pkt.tcp_flags, src_identity);
 
     let Some(dst) = dst else {
         // Not a local pod: the node itself or beyond it; the stack routes it.
+        m.trace = trace_point(m, report, point::TO_STACK);
         return Ok(TC_ACT_OK as i32);
     };
+    m.trace = trace_point(m, report, point::TO_LXC);
     if pkt.ttl <= 1 {
         // Let the stack answer with ICMP time exceeded.
         return Ok(TC_ACT_OK as i32);
@@ -194,12 +224,10 @@ fn from_container_v4(ctx: &TcContext) -> Result<i32, DropReason> {
     // Forwarding is a router hop: decrement the TTL and fix the header checksum.
     let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
     let new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
-    ctx.store(IP_TTL_OFF, &(pkt.ttl - 1), 0)
-        .map_err(|_| DropReason::ErrorWritingToPacket)?;
+    ctx.store(IP_TTL_OFF, &(pkt.ttl - 1), 0).map_err(|_| DropReason::ErrorWritingToPacket)?;
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
         .map_err(|_| DropReason::L3ChecksumError)?;
-    ctx.store(0, &macs, 0)
-        .map_err(|_| DropReason::ErrorWritingToPacket)?;
+    ctx.store(0, &macs, 0).map_err(|_| DropReason::ErrorWritingToPacket)?;
 
     notify::count_rx(dst_id, len);
     // Straight into the destination pod's namespace, skipping the host veth's backlog.
@@ -216,30 +244,38 @@ fn concat_macs(dst: &[u8; 6], src: &[u8; 6]) -> [u8; 12] {
 }
 
 #[inline(always)]
-fn try_to_container(ctx: &TcContext) -> Result<i32, DropReason> {
+fn try_to_container(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
     if u16::from_be(unsafe { (*eth).proto }) != ETH_P_IP {
         return Ok(TC_ACT_OK as i32);
     }
     let pkt = parse_v4(ctx)?;
+    m.tuple = pkt.ct_key;
+    m.tcp_flags = pkt.tcp_flags;
     let Some(dst) = endpoint(pkt.daddr) else {
         return Ok(TC_ACT_OK as i32);
     };
     let (dst_id, dst_flags) = (dst.endpoint_id, dst.flags);
+    m.dst_identity = dst.identity;
+    m.endpoint_id = dst_id;
+    m.capture[1] = dst_id;
     let ct = conntrack::lookup(&pkt.ct_key);
     let src_identity = ipcache::identity_v4(pkt.saddr);
+    m.src_identity = src_identity;
+    match ct.dir {
+        CtDir::New => m.flags |= EVENT_F_NEW,
+        CtDir::Reply => m.flags |= EVENT_F_REPLY,
+        CtDir::Original => {}
+    }
     if ct.dir != CtDir::Reply && dst_flags & ENDPOINT_F_INGRESS_POLICY != 0 {
         let enforced = dst_flags & ENDPOINT_F_INGRESS_ENFORCED != 0;
-        policy::check(
-            dst_id,
-            src_identity,
-            DIR_INGRESS,
-            pkt.proto,
-            pkt.dport,
-            enforced,
-        )?;
+        policy::check(m, dst_id, src_identity, DIR_INGRESS, pkt.dport, enforced)?;
     }
-    conntrack::record(&ct, pkt.tcp_flags, src_identity);
+    if ct.dir != CtDir::New {
+        m.verdict = 0;
+    }
+    let report = conntrack::record(&ct, pkt.tcp_flags, src_identity);
+    m.trace = trace_point(m, report, point::TO_LXC);
     notify::count_rx(dst_id, ctx.len());
     Ok(TC_ACT_OK as i32)
 }

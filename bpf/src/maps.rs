@@ -1,12 +1,12 @@
 //! Every map of the datapath, declared once; names and capacities come from `plexus_abi::maps`.
 
 use aya_ebpf::{
-    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use plexus_abi::{
-    maps as m, CtEntry, CtKey, EndpointCounters, EndpointInfo, EndpointKey, IpcacheKey,
-    IpcacheValue, PolicyKey, PolicyValue,
+    maps as m, CaptureSpec, CtEntry, CtKey, EndpointCounters, EndpointInfo, EndpointKey, Event,
+    IpcacheKey, IpcacheValue, MonitorConfig, PolicyKey, PolicyValue,
 };
 
 /// Local pods by IP.
@@ -37,3 +37,19 @@ pub static PLEXUS_POLICY: LpmTrie<PolicyKey, PolicyValue, { m::POLICY_MAX as usi
 #[btf_map]
 pub static PLEXUS_IPCACHE: LpmTrie<IpcacheKey, IpcacheValue, { m::IPCACHE_MAX as usize }> =
     LpmTrie::new();
+
+/// Events to userspace.
+#[btf_map]
+pub static PLEXUS_EVENTS: RingBuf<Event, { m::EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Events lost because the ring buffer was full (index 0).
+#[btf_map]
+pub static PLEXUS_EVENTS_LOST: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Monitoring settings (index 0).
+#[btf_map]
+pub static PLEXUS_CONFIG: Array<MonitorConfig, 1> = Array::new();
+
+/// Endpoints being captured.
+#[btf_map]
+pub static PLEXUS_CAPTURE: HashMap<u32, CaptureSpec, 256> = HashMap::new();

@@ -4,43 +4,61 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use plexus_abi::{
-    policy::{POLICY_DENY, POLICY_PREFIX_FULL},
+    event::{verdict, EVENT_F_EGRESS},
+    policy::{DIR_EGRESS, POLICY_DENY, POLICY_PREFIX_FULL},
     DropReason, PolicyKey,
 };
 
-use crate::maps::PLEXUS_POLICY;
+use crate::{maps::PLEXUS_POLICY, notify::Meta};
 
-/// The action of the best match, or 0 for none. A plain integer rather than an `Option`:
-/// comparisons on `Option<u8>` compile to reads of an uninitialised register the verifier refuses.
+/// The action and rule of the best match, action 0 for none. Plain integers rather than an
+/// `Option`: comparisons on `Option<u8>` compile to reads of an uninitialised register the
+/// verifier refuses.
 #[inline(always)]
-fn lookup(endpoint_id: u32, identity: u32, direction: u8, proto: u8, dport: u16) -> u8 {
+fn lookup(endpoint_id: u32, identity: u32, direction: u8, proto: u8, dport: u16) -> (u8, u32) {
     let key = Key::new(
         POLICY_PREFIX_FULL,
         PolicyKey::new(endpoint_id, identity, direction, proto, dport),
     );
     match PLEXUS_POLICY.get(&key) {
-        Some(v) => v.action,
-        None => 0,
+        Some(v) => (v.action, v.rule_id),
+        None => (0, 0),
     }
 }
 
-/// Checks traffic of endpoint `endpoint_id` with a peer of `identity`.
+/// Checks traffic of endpoint `endpoint_id` with a peer of `identity`, and notes the deciding
+/// rule and the direction in `m` for the verdict or drop event.
 #[inline(always)]
 pub fn check(
+    m: &mut Meta,
     endpoint_id: u32,
     identity: u32,
     direction: u8,
-    proto: u8,
     dport: u16,
     enforced: bool,
 ) -> Result<(), DropReason> {
-    let specific = lookup(endpoint_id, identity, direction, proto, dport);
-    let wildcard = lookup(endpoint_id, 0, direction, proto, dport);
-    if specific == POLICY_DENY || wildcard == POLICY_DENY {
+    let proto = m.tuple.proto;
+    let (specific, rule_a) = lookup(endpoint_id, identity, direction, proto, dport);
+    let (wildcard, rule_b) = lookup(endpoint_id, 0, direction, proto, dport);
+    m.endpoint_id = endpoint_id;
+    if direction == DIR_EGRESS {
+        m.flags |= EVENT_F_EGRESS;
+    } else {
+        m.flags &= !EVENT_F_EGRESS;
+    }
+    if specific == POLICY_DENY {
+        m.rule_id = rule_a;
         return Err(DropReason::PolicyDeny);
     }
+    if wildcard == POLICY_DENY {
+        m.rule_id = rule_b;
+        return Err(DropReason::PolicyDeny);
+    }
+    m.rule_id = if specific != 0 { rule_a } else { rule_b };
     if specific != 0 || wildcard != 0 || !enforced {
+        m.verdict = verdict::ALLOWED;
         return Ok(());
     }
+    m.rule_id = 0;
     Err(DropReason::PolicyDenied)
 }

@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod endpoint;
+pub mod event;
 pub mod ipcache;
 pub mod maps;
 pub mod policy;
@@ -20,6 +21,7 @@ pub use conntrack::{CtEntry, CtKey};
 pub use counters::EndpointCounters;
 pub use drop::DropReason;
 pub use endpoint::{EndpointInfo, EndpointKey};
+pub use event::{CaptureSpec, Event, MonitorConfig};
 pub use ipcache::{IpcacheKey, IpcacheValue};
 pub use policy::{PolicyKey, PolicyValue};
 
@@ -39,6 +41,9 @@ mod pod {
     unsafe impl aya::Pod for PolicyValue {}
     unsafe impl aya::Pod for IpcacheKey {}
     unsafe impl aya::Pod for IpcacheValue {}
+    unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for MonitorConfig {}
+    unsafe impl aya::Pod for CaptureSpec {}
 }
 
 #[cfg(test)]
@@ -59,5 +64,8 @@ mod layout_tests {
         assert_eq!(size_of::<PolicyValue>(), 8);
         assert_eq!(size_of::<IpcacheKey>(), 16);
         assert_eq!(size_of::<IpcacheValue>(), 24);
+        assert_eq!(size_of::<Event>(), 80 + 128);
+        assert_eq!(size_of::<MonitorConfig>(), 8);
+        assert_eq!(size_of::<CaptureSpec>(), 4);
     }
 }

@@ -21,19 +21,34 @@ pub const CONNTRACK_MAX: u32 = 262_144;
 /// Size of the drop counters array: indexed by reason code (a u8).
 pub const DROP_COUNTERS_MAX: u32 = 256;
 
+/// Ring buffer of [`crate::Event`]s.
+pub const EVENTS: &str = "PLEXUS_EVENTS";
+/// Events lost because the ring buffer was full (per-CPU counter, index 0).
+pub const EVENTS_LOST: &str = "PLEXUS_EVENTS_LOST";
+/// [`crate::MonitorConfig`] at index 0.
+pub const CONFIG: &str = "PLEXUS_CONFIG";
+/// Endpoint id → [`crate::CaptureSpec`].
+pub const CAPTURE: &str = "PLEXUS_CAPTURE";
+/// Ring buffer size in bytes (a power of two).
+pub const EVENTS_BYTES: u32 = 4 << 20;
+
 /// Capacity of the policy map (entries over all endpoints of a node).
 pub const POLICY_MAX: u32 = 262_144;
 /// Capacity of the ipcache.
 pub const IPCACHE_MAX: u32 = 65_536;
 
 /// Every map name, in the order the CLI shows them.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 10] = [
     ENDPOINTS,
     ENDPOINT_COUNTERS,
     CONNTRACK,
     DROP_COUNTERS,
     POLICY,
     IPCACHE,
+    EVENTS,
+    EVENTS_LOST,
+    CONFIG,
+    CAPTURE,
 ];
 
 /// Names of the kernel programs (the function names in the object file).
