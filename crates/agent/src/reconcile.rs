@@ -251,8 +251,8 @@ impl Agent {
             for (k, e) in &pol.entries {
                 let origin = e
                     .origins
-                    .iter()
-                    .next()
+                    .first()
+                    .and_then(|i| pol.origin(*i))
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 let rule_id = self.rule_id(&origin);
