@@ -5,8 +5,8 @@ use plexus_abi::{IpAddr6, IpcacheKey};
 
 use crate::maps::PLEXUS_IPCACHE;
 
-/// Identity of the world: addresses the ipcache does not know.
-const WORLD: u32 = 2;
+/// Identity of IPv4 addresses the ipcache does not know (Cilium's `world-ipv4`).
+const WORLD_IPV4: u32 = 9;
 
 /// The identity of an IPv4 address (network-order word).
 #[inline(always)]
@@ -17,5 +17,5 @@ pub fn identity_v4(addr: u32) -> u32 {
             ip: IpAddr6::from_v4_raw(addr),
         },
     );
-    PLEXUS_IPCACHE.get(&key).map_or(WORLD, |v| v.identity)
+    PLEXUS_IPCACHE.get(&key).map_or(WORLD_IPV4, |v| v.identity)
 }

@@ -18,6 +18,9 @@ pub struct PodObject {
     pub labels: Labels,
     /// Named container ports.
     pub named_ports: Vec<NamedPort>,
+    /// The owning workload (kind, name), from the first owner reference.
+    #[serde(default)]
+    pub workload: Option<(String, String)>,
 }
 
 /// Every object in force, as applied (policies kept as their JSON, re-parsed on load).
@@ -118,11 +121,19 @@ pub fn parse(v: &Value) -> anyhow::Result<Parsed> {
                 }
             }
             let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let workload = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .next()
+                .map(|o| (o.kind.clone(), o.name.clone()));
             Ok(Parsed::Pod(
                 format!("{ns}/{name}"),
                 PodObject {
                     labels,
                     named_ports,
+                    workload,
                 },
             ))
         }

@@ -53,7 +53,7 @@ impl Resolved {
             .iter()
             .filter(|(p, _)| p.contains_addr(ip))
             .max_by_key(|(p, _)| p.len)
-            .map_or(reserved::WORLD, |(_, id)| *id)
+            .map_or(reserved::world_of(ip.is_ipv4()), |(_, id)| *id)
     }
 }
 
@@ -233,6 +233,16 @@ impl Agent {
         };
         for p in &cidrs {
             ipcache.insert(ipcache_key(p), value(cidr_identities[p]));
+        }
+        // IPv4 lives in the IPv4-mapped part of one trie: an IPv6 range that covers it must not
+        // claim IPv4 addresses, so the mapped /96 gets IPv4's world unless IPv4 ranges say more.
+        let mapped = (96, IpAddr6::from_v4_octets([0; 4]).octets());
+        if cidrs.iter().any(|p| {
+            !p.addr.is_ipv4()
+                && p.len <= 96
+                && p.contains(&"::ffff:0:0/96".parse().expect("static prefix"))
+        }) {
+            ipcache.insert(mapped, value(reserved::WORLD_IPV4));
         }
         for a in &node_addrs {
             ipcache.insert(ipcache_key(&Prefix::host(*a)), value(reserved::HOST));

@@ -38,6 +38,10 @@ pub mod reserved {
     pub const KUBE_APISERVER: NumericIdentity = 7;
     /// The ingress proxy.
     pub const INGRESS: NumericIdentity = 8;
+    /// IPv4 addresses outside the cluster that no CIDR identity covers.
+    pub const WORLD_IPV4: NumericIdentity = 9;
+    /// IPv6 addresses outside the cluster that no CIDR identity covers.
+    pub const WORLD_IPV6: NumericIdentity = 10;
     /// First identity allocated for label sets (cluster-wide range).
     pub const FIRST_ALLOCATED: NumericIdentity = 256;
     /// Last identity of the cluster-wide range.
@@ -46,7 +50,7 @@ pub mod reserved {
     pub const FIRST_LOCAL: NumericIdentity = 1 << 24;
 
     /// Every reserved identity with its name.
-    pub const ALL: [(NumericIdentity, &str); 8] = [
+    pub const ALL: [(NumericIdentity, &str); 10] = [
         (HOST, "host"),
         (WORLD, "world"),
         (UNMANAGED, "unmanaged"),
@@ -55,7 +59,18 @@ pub mod reserved {
         (REMOTE_NODE, "remote-node"),
         (KUBE_APISERVER, "kube-apiserver"),
         (INGRESS, "ingress"),
+        (WORLD_IPV4, "world-ipv4"),
+        (WORLD_IPV6, "world-ipv6"),
     ];
+
+    /// The world identity of an address family.
+    pub fn world_of(v4: bool) -> NumericIdentity {
+        if v4 {
+            WORLD_IPV4
+        } else {
+            WORLD_IPV6
+        }
+    }
 
     /// The name of a reserved identity.
     pub fn name(id: NumericIdentity) -> Option<&'static str> {

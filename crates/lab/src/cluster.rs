@@ -950,10 +950,16 @@ fn pod_json(p: &DesiredPod) -> serde_json::Value {
         .iter()
         .map(|pp| serde_json::json!({"name": pp.name, "containerPort": pp.port, "protocol": pp.protocol}))
         .collect();
+    // The owning Deployment rides along as an owner reference, for flows' workload names.
+    let owners: Vec<serde_json::Value> = p
+        .owner
+        .iter()
+        .map(|o| serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": o, "uid": o}))
+        .collect();
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels, "ownerReferences": owners},
         "spec": {"containers": [{"name": "workload", "ports": ports}]},
     })
 }

@@ -176,6 +176,65 @@ impl PinnedMaps {
         Ok((written, removed))
     }
 
+    /// Sets the monitor level and whether captures are active.
+    pub fn set_monitor(&self, cfg: plexus_abi::MonitorConfig) -> Result<(), LoaderError> {
+        let mut arr: aya::maps::Array<MapData, plexus_abi::MonitorConfig> =
+            aya::maps::Array::try_from(Map::Array(self.data(m::CONFIG)?))
+                .map_err(map_err(m::CONFIG))?;
+        arr.set(0, cfg, 0).map_err(map_err(m::CONFIG))
+    }
+
+    /// The monitor settings in force.
+    pub fn monitor(&self) -> Result<plexus_abi::MonitorConfig, LoaderError> {
+        let arr: aya::maps::Array<MapData, plexus_abi::MonitorConfig> =
+            aya::maps::Array::try_from(Map::Array(self.data(m::CONFIG)?))
+                .map_err(map_err(m::CONFIG))?;
+        arr.get(&0, 0).map_err(map_err(m::CONFIG))
+    }
+
+    /// Events the datapath could not queue because the ring buffer was full.
+    pub fn events_lost(&self) -> Result<u64, LoaderError> {
+        let arr: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.data(m::EVENTS_LOST)?))
+                .map_err(map_err(m::EVENTS_LOST))?;
+        Ok(arr
+            .get(&0, 0)
+            .map_err(map_err(m::EVENTS_LOST))?
+            .iter()
+            .sum())
+    }
+
+    fn capture_map(&self) -> Result<HashMap<MapData, u32, plexus_abi::CaptureSpec>, LoaderError> {
+        HashMap::try_from(Map::HashMap(self.data(m::CAPTURE)?)).map_err(map_err(m::CAPTURE))
+    }
+
+    /// Starts capturing an endpoint's packets.
+    pub fn capture_add(
+        &self,
+        endpoint_id: u32,
+        spec: plexus_abi::CaptureSpec,
+    ) -> Result<(), LoaderError> {
+        self.capture_map()?
+            .insert(endpoint_id, spec, 0)
+            .map_err(map_err(m::CAPTURE))
+    }
+
+    /// Stops capturing an endpoint; returns how many captures remain.
+    pub fn capture_remove(&self, endpoint_id: u32) -> Result<usize, LoaderError> {
+        let mut map = self.capture_map()?;
+        match map.remove(&endpoint_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(m::CAPTURE)(e)),
+        }
+        Ok(map.keys().count())
+    }
+
+    /// The event ring buffer, for the observer.
+    pub fn events(&self) -> Result<aya::maps::RingBuf<MapData>, LoaderError> {
+        aya::maps::RingBuf::try_from(Map::RingBuf(self.data(m::EVENTS)?))
+            .map_err(map_err(m::EVENTS))
+    }
+
     /// Number of entries in the policy map.
     pub fn policy_count(&self) -> Result<usize, LoaderError> {
         use crate::policy_map::PolicyStore;

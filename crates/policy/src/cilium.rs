@@ -624,7 +624,8 @@ impl Translator {
 
     fn entity(&self, path: &str, name: &str) -> Result<Entity, PolicyError> {
         match name {
-            "world-ipv4" | "world-ipv6" => Ok(Entity::World),
+            "world-ipv4" => Ok(Entity::WorldIpv4),
+            "world-ipv6" => Ok(Entity::WorldIpv6),
             _ => Entity::parse(name).ok_or_else(|| PolicyError::UnknownEntity {
                 at: self.obj.at(path),
                 entity: name.to_string(),
@@ -1070,8 +1071,8 @@ mod tests {
                 Host,
                 RemoteNode,
                 World,
-                World,
-                World,
+                WorldIpv4,
+                WorldIpv6,
                 Cluster,
                 All,
                 KubeApiserver,

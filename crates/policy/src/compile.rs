@@ -326,7 +326,12 @@ impl<'a> SelectorCache<'a> {
             Entity::All => return None,
             Entity::Host => [reserved::HOST].into(),
             Entity::RemoteNode => [reserved::REMOTE_NODE].into(),
-            Entity::World => std::iter::once(reserved::WORLD).chain(cidr_ids()).collect(),
+            Entity::World => [reserved::WORLD, reserved::WORLD_IPV4, reserved::WORLD_IPV6]
+                .into_iter()
+                .chain(cidr_ids())
+                .collect(),
+            Entity::WorldIpv4 => self.world_of_family(true),
+            Entity::WorldIpv6 => self.world_of_family(false),
             Entity::Cluster => self
                 .inputs
                 .identities
@@ -342,6 +347,19 @@ impl<'a> SelectorCache<'a> {
         })
     }
 
+    /// The world of one address family: its reserved identity and its CIDR identities.
+    fn world_of_family(&self, v4: bool) -> BTreeSet<NumericIdentity> {
+        std::iter::once(reserved::world_of(v4))
+            .chain(
+                self.inputs
+                    .cidr_identities
+                    .iter()
+                    .filter(|(p, _)| p.addr.is_ipv4() == v4)
+                    .map(|(_, i)| *i),
+            )
+            .collect()
+    }
+
     fn cidr(&self, cidr: &Prefix, except: &[Prefix]) -> BTreeSet<NumericIdentity> {
         let mut out: BTreeSet<NumericIdentity> = self
             .inputs
@@ -351,8 +369,8 @@ impl<'a> SelectorCache<'a> {
             .map(|(_, i)| *i)
             .collect();
         if cidr.len == 0 {
-            // Addresses in no known prefix are the world.
-            out.insert(reserved::WORLD);
+            // Addresses of this family in no known prefix are its world.
+            out.insert(reserved::world_of(cidr.addr.is_ipv4()));
         }
         out
     }

@@ -80,8 +80,12 @@ pub enum Entity {
     Host,
     /// Other nodes.
     RemoteNode,
-    /// Everything outside the cluster (and every CIDR identity).
+    /// Everything outside the cluster (and every CIDR identity), both families.
     World,
+    /// IPv4 addresses outside the cluster.
+    WorldIpv4,
+    /// IPv6 addresses outside the cluster.
+    WorldIpv6,
     /// Everything inside the cluster.
     Cluster,
     /// Everything.
@@ -105,6 +109,8 @@ impl Entity {
             "host" => Entity::Host,
             "remote-node" => Entity::RemoteNode,
             "world" => Entity::World,
+            "world-ipv4" => Entity::WorldIpv4,
+            "world-ipv6" => Entity::WorldIpv6,
             "cluster" => Entity::Cluster,
             "all" => Entity::All,
             "kube-apiserver" => Entity::KubeApiserver,

@@ -1368,7 +1368,7 @@ impl Plexus {
     }
 
     /// The identity the datapath sees for a peer: a pod's, the host's, or the longest CIDR
-    /// identity containing an address (the world when none does).
+    /// identity containing an address (its family's world when none does).
     fn identity(&self, p: Peer) -> NumericIdentity {
         match p {
             Peer::Pod(i) => self.pod_identity[i],
@@ -1378,7 +1378,7 @@ impl Plexus {
                 .iter()
                 .filter(|(prefix, _)| prefix.contains_addr(ip))
                 .max_by_key(|(prefix, _)| prefix.len)
-                .map_or(reserved::WORLD, |(_, id)| *id),
+                .map_or(reserved::world_of(ip.is_ipv4()), |(_, id)| *id),
         }
     }
 
