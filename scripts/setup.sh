@@ -24,6 +24,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# grpcio for the Python client that checks the Hubble API's wire format
+# (crates/hubble/tests/python_client.rs).
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+  echo "setup: installing grpcio and grpcio-tools for python3"
+  python3 -m pip install --quiet grpcio grpcio-tools 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools
+fi
+
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   echo "setup: adding rust-src to the nightly toolchain"
   rustup component add rust-src --toolchain nightly

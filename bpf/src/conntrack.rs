@@ -67,11 +67,20 @@ pub fn lookup(pkt: &CtKey) -> Ct {
         None => (core::ptr::null_mut(), CtDir::New),
         Some(e) => {
             let opener_lower = unsafe { (*e).opener } == CT_OPENER_LOWER;
-            let dir = if opener_lower == from_lower { CtDir::Original } else { CtDir::Reply };
+            let dir = if opener_lower == from_lower {
+                CtDir::Original
+            } else {
+                CtDir::Reply
+            };
             (e, dir)
         }
     };
-    Ct { key, from_lower, entry, dir }
+    Ct {
+        key,
+        from_lower,
+        entry,
+        dir,
+    }
 }
 
 /// TCP FIN and RST: a connection closing is always reported.

@@ -197,7 +197,14 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
         if let Some(d) = dst {
             if d.flags & ENDPOINT_F_INGRESS_POLICY != 0 {
                 let enforced = d.flags & ENDPOINT_F_INGRESS_ENFORCED != 0;
-                policy::check(m, d.endpoint_id, src_identity, DIR_INGRESS, pkt.dport, enforced)?;
+                policy::check(
+                    m,
+                    d.endpoint_id,
+                    src_identity,
+                    DIR_INGRESS,
+                    pkt.dport,
+                    enforced,
+                )?;
             }
         }
     }
@@ -224,10 +231,12 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     // Forwarding is a router hop: decrement the TTL and fix the header checksum.
     let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
     let new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
-    ctx.store(IP_TTL_OFF, &(pkt.ttl - 1), 0).map_err(|_| DropReason::ErrorWritingToPacket)?;
+    ctx.store(IP_TTL_OFF, &(pkt.ttl - 1), 0)
+        .map_err(|_| DropReason::ErrorWritingToPacket)?;
     ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
         .map_err(|_| DropReason::L3ChecksumError)?;
-    ctx.store(0, &macs, 0).map_err(|_| DropReason::ErrorWritingToPacket)?;
+    ctx.store(0, &macs, 0)
+        .map_err(|_| DropReason::ErrorWritingToPacket)?;
 
     notify::count_rx(dst_id, len);
     // Straight into the destination pod's namespace, skipping the host veth's backlog.

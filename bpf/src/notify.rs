@@ -11,7 +11,10 @@ use plexus_abi::{
     CtKey, DropReason, IpAddr6, MonitorConfig,
 };
 
-use crate::maps::{PLEXUS_CAPTURE, PLEXUS_CONFIG, PLEXUS_DROPS, PLEXUS_EP_COUNTERS, PLEXUS_EVENTS, PLEXUS_EVENTS_LOST};
+use crate::maps::{
+    PLEXUS_CAPTURE, PLEXUS_CONFIG, PLEXUS_DROPS, PLEXUS_EP_COUNTERS, PLEXUS_EVENTS,
+    PLEXUS_EVENTS_LOST,
+};
 
 /// What the stages learned about a packet, for the events that describe it.
 #[derive(Clone, Copy)]
@@ -45,7 +48,14 @@ impl Meta {
     #[inline(always)]
     pub const fn new() -> Self {
         Meta {
-            tuple: CtKey { saddr: IpAddr6 { words: [0; 4] }, daddr: IpAddr6 { words: [0; 4] }, sport: 0, dport: 0, proto: 0, _pad: [0; 3] },
+            tuple: CtKey {
+                saddr: IpAddr6 { words: [0; 4] },
+                daddr: IpAddr6 { words: [0; 4] },
+                sport: 0,
+                dport: 0,
+                proto: 0,
+                _pad: [0; 3],
+            },
             tcp_flags: 0,
             flags: 0,
             src_identity: 0,
@@ -55,7 +65,10 @@ impl Meta {
             trace: None,
             verdict: 0,
             capture: [0; 2],
-            cfg: MonitorConfig { level: 0, capture: 0 },
+            cfg: MonitorConfig {
+                level: 0,
+                capture: 0,
+            },
         }
     }
 }
@@ -65,7 +78,10 @@ impl Meta {
 pub fn config() -> MonitorConfig {
     match PLEXUS_CONFIG.get(0) {
         Some(c) => *c,
-        None => MonitorConfig { level: 0, capture: 0 },
+        None => MonitorConfig {
+            level: 0,
+            capture: 0,
+        },
     }
 }
 
@@ -130,32 +146,17 @@ pub fn emit(ctx: &TcContext, kind: u8, subtype: u8, m: &Meta, copy: u32) {
     ev.sport = m.tuple.sport;
     ev.dport = m.tuple.dport;
     ev._pad2 = 0;
-    // The helper needs a length the verifier can bound: pick from fixed sizes.
+    // The helper needs a length the verifier can prove is in 1..=EVENT_DATA_LEN: mask, then
+    // add one (aya's `load_bytes` clamps in a way the verifier cannot bound away from zero).
     let want = if copy < len { copy } else { len };
-    let cap: usize = if want >= EVENT_DATA_LEN as u32 {
-        EVENT_DATA_LEN
-    } else if want >= 64 {
-        64
-    } else if want >= 32 {
-        32
-    } else {
-        0
-    };
-    ev.cap_len = cap as u16;
-    // The raw helper with constant lengths: aya's `load_bytes` clamps the length to the packet,
-    // which the verifier cannot bound away from zero.
-    let skb = ctx.skb.skb as *const core::ffi::c_void;
-    let dst = ev.data.as_mut_ptr() as *mut core::ffi::c_void;
-    let ok = unsafe {
-        match cap {
-            EVENT_DATA_LEN => bpf_skb_load_bytes(skb, 0, dst, EVENT_DATA_LEN as u32) == 0,
-            64 => bpf_skb_load_bytes(skb, 0, dst, 64) == 0,
-            32 => bpf_skb_load_bytes(skb, 0, dst, 32) == 0,
-            _ => true,
-        }
-    };
-    if !ok {
+    if want == 0 {
         ev.cap_len = 0;
+    } else {
+        let n = ((want - 1) & (EVENT_DATA_LEN as u32 - 1)) + 1;
+        let skb = ctx.skb.skb as *const core::ffi::c_void;
+        let dst = ev.data.as_mut_ptr() as *mut core::ffi::c_void;
+        let ok = unsafe { bpf_skb_load_bytes(skb, 0, dst, n) } == 0;
+        ev.cap_len = if ok { n as u16 } else { 0 };
     }
     entry.submit(0);
 }

@@ -33,6 +33,8 @@ pub struct Agent {
     started: Instant,
     /// What the last reconcile put in force.
     pub(crate) resolved: Resolved,
+    /// The observer's handles, to refresh its names after every reconcile.
+    pub(crate) observer: Option<crate::observer::ObserverHandle>,
     /// The policy map's contents as last written (None: read it from the kernel).
     pub(crate) policy_shadow:
         Option<std::collections::BTreeMap<(u32, plexus_abi::PolicyKey), plexus_abi::PolicyValue>>,
@@ -67,6 +69,7 @@ impl Agent {
             started: Instant::now(),
             resolved: Resolved::default(),
             policy_shadow: None,
+            observer: None,
         };
         agent.restore()?;
         agent.reconcile().context("reconciling the datapath")?;
@@ -207,6 +210,9 @@ impl Agent {
             Request::IdentityList => Ok(Response::Identities {
                 identities: self.identity_views(),
             }),
+            Request::Capture(_) => Err(anyhow!(
+                "capture is served by the API server, not the agent core"
+            )),
         };
         res.unwrap_or_else(|e| Response::Error {
             message: format!("{e:#}"),

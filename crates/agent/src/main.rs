@@ -1,10 +1,13 @@
 //! `plexus-agent`: one per node. Owns IPAM, endpoints and the node's datapath, and serves the
 //! local API on a unix socket for the CNI plugin and the CLI.
 
+mod capture;
 mod endpoints;
 mod inspect;
+mod metrics;
 mod node;
 mod objects;
+mod observer;
 mod reconcile;
 mod server;
 mod state;
@@ -36,6 +39,38 @@ pub struct Args {
     /// Root of the BPF pins; the node's pins go in `<bpf-root>/<node>`.
     #[arg(long, default_value = plexus_loader::BPF_ROOT)]
     pub bpf_root: PathBuf,
+    /// Datapath monitoring: off, drops, aggregated (per connection: first packets, TCP flag
+    /// changes, close, and every drop) or all.
+    #[arg(long, default_value = "aggregated")]
+    pub monitor: String,
+    /// Flows kept in the observer's ring.
+    #[arg(long, default_value_t = 4096)]
+    pub flow_buffer: usize,
+    /// Hubble-compatible Observer API on TCP (empty to disable).
+    #[arg(long, default_value = "0.0.0.0:4244")]
+    pub hubble_listen: String,
+    /// Hubble-compatible Observer API on a unix socket (default: `hubble.sock` beside the API
+    /// socket).
+    #[arg(long)]
+    pub hubble_socket: Option<PathBuf>,
+    /// Agent metrics (Prometheus) address (empty to disable).
+    #[arg(long, default_value = "0.0.0.0:9962")]
+    pub metrics_listen: String,
+    /// Flow metrics (Prometheus) address (empty to disable).
+    #[arg(long, default_value = "0.0.0.0:9965")]
+    pub flow_metrics_listen: String,
+}
+
+/// The monitor level for `--monitor`.
+fn monitor_level(s: &str) -> anyhow::Result<u32> {
+    use plexus_abi::event::*;
+    Ok(match s {
+        "off" => MONITOR_OFF,
+        "drops" => MONITOR_DROPS,
+        "aggregated" => MONITOR_AGGREGATED,
+        "all" => MONITOR_ALL,
+        other => anyhow::bail!("--monitor {other:?}: want off, drops, aggregated or all"),
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,21 +93,79 @@ fn main() -> anyhow::Result<()> {
         .pod_cidr
         .parse()
         .with_context(|| format!("--pod-cidr {}", args.pod_cidr))?;
-    let agent = Agent::start(
+    let level = monitor_level(&args.monitor)?;
+    let mut agent = Agent::start(
         &args.node,
         pod_cidr,
         &state_dir,
         &args.bpf_root.join(&args.node),
     )
     .context("starting the agent")?;
+    let obs = observer::ObserverHandle {
+        ring: Arc::new(plexus_hubble::FlowRing::new(
+            args.node.clone(),
+            args.flow_buffer,
+        )),
+        directory: Arc::new(std::sync::RwLock::new(observer::Directory {
+            node: args.node.clone(),
+            ..Default::default()
+        })),
+        captures: tokio::sync::broadcast::channel(4096).0,
+        metrics: Arc::new(metrics::Metrics::default()),
+    };
+    let maps = agent.datapath.maps()?;
+    // A capture left on by a crashed agent stays off until someone asks again.
+    maps.set_monitor(plexus_abi::MonitorConfig { level, capture: 0 })?;
+    let events = maps.events()?;
+    agent.observer = Some(obs.clone());
+    agent.refresh_directory();
     let agent = Arc::new(std::sync::Mutex::new(agent));
+    let hubble_socket = args
+        .hubble_socket
+        .clone()
+        .unwrap_or_else(|| socket.with_file_name("hubble.sock"));
+    let parse_addr = |s: &str| -> anyhow::Result<Option<std::net::SocketAddr>> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(s.parse().with_context(|| format!("address {s:?}"))?))
+        }
+    };
+    let hubble_tcp = parse_addr(&args.hubble_listen)?;
+    let metrics_addr = parse_addr(&args.metrics_listen)?;
+    let flow_metrics_addr = parse_addr(&args.flow_metrics_listen)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let server = server::serve(socket.clone(), agent.clone());
+        tokio::spawn(observer::run(events, obs.clone()));
+        let ring = obs.ring.clone();
+        let _ = std::fs::remove_file(&hubble_socket);
+        let hubble_path = hubble_socket.clone();
+        tokio::spawn(async move {
+            if let Err(e) = plexus_hubble::serve(ring, hubble_tcp, Some(hubble_path)).await {
+                tracing::warn!(error = %e, "hubble API stopped");
+            }
+        });
+        if let Some(addr) = metrics_addr {
+            let a = agent.clone();
+            let render: Arc<dyn Fn() -> String + Send + Sync> =
+                Arc::new(move || a.lock().map(|a| a.render_metrics()).unwrap_or_default());
+            tokio::spawn(metrics::serve(addr, render));
+        }
+        if let Some(addr) = flow_metrics_addr {
+            let (m, a) = (obs.metrics.clone(), agent.clone());
+            let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+                if let Ok(a) = a.lock() {
+                    m.set_lost("PERF_EVENT_RING_BUFFER", a.events_lost());
+                }
+                m.render()
+            });
+            tokio::spawn(metrics::serve(addr, render));
+        }
+        let server = server::serve(socket.clone(), agent.clone(), obs.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             res = server => res,

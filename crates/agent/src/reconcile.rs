@@ -34,6 +34,8 @@ pub struct Resolved {
     pub node_addrs: Vec<IpAddr>,
     /// How long the last computation took.
     pub compute_ms: f64,
+    /// Rule id → (kind, namespace, name, rule path), for flows.
+    pub rules: BTreeMap<u32, (String, String, String, String)>,
 }
 
 impl Resolved {
@@ -257,6 +259,7 @@ impl Agent {
 
         // Policy entries of every endpoint, in kernel form.
         let mut desired = BTreeMap::new();
+        let mut rules = BTreeMap::new();
         for (ep, pol) in &compiled {
             for (k, e) in &pol.entries {
                 let origin = e
@@ -266,6 +269,16 @@ impl Agent {
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 let rule_id = self.rule_id(&origin);
+                if let Some(o) = e.origins.first().and_then(|i| pol.origin(*i)) {
+                    rules.entry(rule_id).or_insert_with(|| {
+                        (
+                            o.policy.kind.clone(),
+                            o.policy.namespace.clone().unwrap_or_default(),
+                            o.policy.name.clone(),
+                            o.rule.clone(),
+                        )
+                    });
+                }
                 let (prefix, key) = policy_map::to_kernel(*ep, k);
                 desired.insert((prefix, key), policy_map::to_value(e.action, rule_id));
             }
@@ -362,7 +375,168 @@ impl Agent {
             cidr_identities,
             node_addrs,
             compute_ms,
+            rules,
         };
+        self.refresh_directory();
         Ok(())
+    }
+}
+
+impl Agent {
+    /// Hands the observer the names it enriches flows with.
+    pub(crate) fn refresh_directory(&self) {
+        let Some(obs) = &self.observer else { return };
+        let Ok(mut dir) = obs.directory.write() else {
+            return;
+        };
+        dir.endpoints.clear();
+        for e in self.state.endpoints.values() {
+            let Ok(ip) = e.spec.ipv4.parse::<IpAddr>() else {
+                continue;
+            };
+            let ns = if e.spec.pod_namespace.is_empty() {
+                "default"
+            } else {
+                e.spec.pod_namespace.as_str()
+            };
+            let pod = self
+                .state
+                .objects
+                .pods
+                .get(&format!("{ns}/{}", e.spec.pod_name));
+            let labels = self
+                .state
+                .endpoint_labels
+                .get(&e.spec.attachment.owner())
+                .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            dir.endpoints.insert(
+                ip,
+                crate::observer::EndpointMeta {
+                    id: e.id,
+                    namespace: e.spec.pod_namespace.clone(),
+                    pod: e.spec.pod_name.clone(),
+                    labels,
+                    workload: pod.and_then(|p| p.workload.clone()),
+                },
+            );
+        }
+        dir.identity_labels = self
+            .state
+            .identities
+            .list()
+            .into_iter()
+            .map(|(id, l, _)| {
+                (
+                    id,
+                    l.iter()
+                        .map(|(k, v)| {
+                            if v.is_empty() {
+                                k.clone()
+                            } else {
+                                format!("{k}={v}")
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .chain(
+                reserved::ALL
+                    .iter()
+                    .map(|(id, n)| (*id, vec![format!("reserved:{n}")])),
+            )
+            .collect();
+        dir.rules = self
+            .resolved
+            .rules
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+    }
+
+    /// Events the datapath lost because the ring buffer was full.
+    pub(crate) fn events_lost(&self) -> u64 {
+        self.datapath
+            .maps()
+            .and_then(|m| m.events_lost())
+            .unwrap_or(0)
+    }
+
+    /// The agent's metrics in Prometheus text format.
+    pub(crate) fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+        for e in self.state.endpoints.values() {
+            *by_state.entry(e.state.to_string()).or_insert(0) += 1;
+        }
+        let _ = writeln!(out, "# TYPE plexus_endpoint gauge");
+        for (s, n) in by_state {
+            let _ = writeln!(out, "plexus_endpoint{{endpoint_state=\"{s}\"}} {n}");
+        }
+        let ids = self.state.identities.list();
+        let _ = writeln!(out, "# TYPE plexus_identity gauge");
+        let _ = writeln!(
+            out,
+            "plexus_identity{{type=\"cluster_local\"}} {}",
+            ids.iter()
+                .filter(|(i, _, _)| *i < reserved::FIRST_LOCAL)
+                .count()
+        );
+        let _ = writeln!(
+            out,
+            "plexus_identity{{type=\"node_local\"}} {}",
+            ids.iter()
+                .filter(|(i, _, _)| *i >= reserved::FIRST_LOCAL)
+                .count()
+        );
+        let _ = writeln!(out, "# TYPE plexus_policy gauge");
+        let _ = writeln!(out, "plexus_policy {}", self.resolved.policies.len());
+        let _ = writeln!(out, "# TYPE plexus_policy_regeneration_time_seconds gauge");
+        let _ = writeln!(
+            out,
+            "plexus_policy_regeneration_time_seconds {:.6}",
+            self.resolved.compute_ms / 1000.0
+        );
+        if let Ok(maps) = self.datapath.maps() {
+            let _ = writeln!(out, "# TYPE plexus_bpf_map_pressure gauge");
+            let pressure = [
+                (
+                    plexus_abi::maps::ENDPOINTS,
+                    maps.endpoint_count().unwrap_or(0) as f64,
+                    plexus_abi::maps::ENDPOINTS_MAX,
+                ),
+                (
+                    plexus_abi::maps::POLICY,
+                    self.policy_shadow.as_ref().map_or(0, |p| p.len()) as f64,
+                    plexus_abi::maps::POLICY_MAX,
+                ),
+                (
+                    plexus_abi::maps::IPCACHE,
+                    maps.ipcache_entries().map(|m| m.len()).unwrap_or(0) as f64,
+                    plexus_abi::maps::IPCACHE_MAX,
+                ),
+            ];
+            for (name, n, cap) in pressure {
+                let _ = writeln!(
+                    out,
+                    "plexus_bpf_map_pressure{{map_name=\"{name}\"}} {:.6}",
+                    n / cap as f64
+                );
+            }
+            let _ = writeln!(out, "# TYPE plexus_datapath_drop_total counter");
+            for (code, n) in maps.drops().unwrap_or_default() {
+                let reason =
+                    plexus_abi::DropReason::from_code(code).map_or("UNKNOWN", |r| r.hubble_name());
+                let _ = writeln!(out, "plexus_datapath_drop_total{{reason=\"{reason}\"}} {n}");
+            }
+            let _ = writeln!(out, "# TYPE plexus_datapath_events_lost_total counter");
+            let _ = writeln!(
+                out,
+                "plexus_datapath_events_lost_total {}",
+                maps.events_lost().unwrap_or(0)
+            );
+        }
+        out
     }
 }

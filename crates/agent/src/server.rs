@@ -13,10 +13,14 @@ use tokio::{
 };
 use tracing::warn;
 
-use crate::endpoints::Agent;
+use crate::{endpoints::Agent, observer::ObserverHandle};
 
 /// Serves the API until the listener fails.
-pub async fn serve(socket: PathBuf, agent: Arc<Mutex<Agent>>) -> anyhow::Result<()> {
+pub async fn serve(
+    socket: PathBuf,
+    agent: Arc<Mutex<Agent>>,
+    obs: ObserverHandle,
+) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -27,20 +31,26 @@ pub async fn serve(socket: PathBuf, agent: Arc<Mutex<Agent>>) -> anyhow::Result<
     tracing::info!(socket = %socket.display(), "API listening");
     loop {
         let (stream, _) = listener.accept().await?;
-        let agent = agent.clone();
+        let (agent, obs) = (agent.clone(), obs.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, agent).await {
+            if let Err(e) = connection(stream, agent, obs).await {
                 warn!(error = %e, "API connection");
             }
         });
     }
 }
 
-async fn connection(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> anyhow::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    agent: Arc<Mutex<Agent>>,
+    obs: ObserverHandle,
+) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let resp = match serde_json::from_str::<Request>(&line) {
+        // A capture waits for packets: it must not hold the agent meanwhile.
+        Ok(Request::Capture(req)) => crate::capture::capture(agent, obs, req).await,
         Ok(req) => {
             tokio::task::spawn_blocking(move || match agent.lock() {
                 Ok(mut a) => a.handle(req),

@@ -69,6 +69,38 @@ pub enum Request {
     },
     /// Identities with their labels and endpoints.
     IdentityList,
+    /// Copy packets of pods (by name or label) from the datapath.
+    Capture(CaptureRequest),
+}
+
+/// What to capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    /// Pods by `ns/name`.
+    pub pods: Vec<String>,
+    /// Pods whose labels match all of these `key=value` pairs.
+    pub labels: Vec<String>,
+    /// Only packets from or to this port (0 = any).
+    pub port: u16,
+    /// Stop after this many packets.
+    pub count: usize,
+    /// Bytes per packet (at most 128).
+    pub snaplen: u16,
+    /// Give up after this long.
+    pub timeout_ms: u64,
+}
+
+/// One captured packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedPacket {
+    /// The pod (`ns/name`) whose traffic it is.
+    pub pod: String,
+    /// Unix time in nanoseconds.
+    pub ts_ns: u64,
+    /// Length on the wire.
+    pub orig_len: u32,
+    /// The bytes, base64.
+    pub data: String,
 }
 
 /// A reference to a Kubernetes object.
@@ -300,6 +332,11 @@ pub enum Response {
     },
     /// A trace.
     Trace(Trace),
+    /// Captured packets.
+    Packets {
+        /// In arrival order.
+        packets: Vec<CapturedPacket>,
+    },
     /// Identities.
     Identities {
         /// Every identity in use.

@@ -1,7 +1,9 @@
 //! `plexus`: the operator's command line: agent status, endpoints, BPF maps, and the lab.
 
 mod bpf;
+mod capture;
 mod lab;
+mod observe;
 mod policy;
 mod table;
 
@@ -59,6 +61,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: IdentityCmd,
     },
+    /// Flows with Kubernetes names, filtered like `hubble observe`.
+    Observe(Box<observe::ObserveArgs>),
+    /// Capture packets of pods, by name or label, into a pcap file.
+    Capture(capture::CaptureArgs),
     /// The local lab: a cluster of network namespaces on this machine.
     Lab {
         #[command(subcommand)]
@@ -104,6 +110,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => endpoint_list(&cli),
         Cmd::Bpf { node, cmd } => bpf::run(&cli, &bpf_dir(&cli, node.as_deref())?, cmd),
         Cmd::Policy { cmd } => policy::run(&cli, cmd),
+        Cmd::Capture(a) => capture::run(&cli, a),
+        Cmd::Observe(a) => observe::run(&cli, a),
         Cmd::Identity {
             cmd: IdentityCmd::List,
         } => policy::identity_list(&cli),
@@ -112,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The agent socket to use.
-fn socket(cli: &Cli) -> anyhow::Result<PathBuf> {
+pub fn socket(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(s) = &cli.socket {
         return Ok(s.clone());
     }
