@@ -137,9 +137,10 @@ fn flows_carry_names_identities_and_verdicts_and_filters_narrow_them() {
     only(&["--from-label", "pod=a"], &|f| {
         f["source"]["labels"].to_string().contains("k8s:pod=a")
     });
-    let id = f["source"]["identity"].as_u64().unwrap().to_string();
+    let id_num = f["source"]["identity"].as_u64().unwrap();
+    let id = id_num.to_string();
     only(&["--from-identity", &id], &|f| {
-        f["source"]["identity"].to_string() == id
+        f["source"]["identity"] == id_num
     });
     only(&["--not", "--from-pod", "x/a"], &|f| {
         pod(f, "source") != "x/a"
