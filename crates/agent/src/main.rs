@@ -141,6 +141,23 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         tokio::spawn(observer::run(events, obs.clone()));
+        // Events the datapath could not queue reach the ring's followers as lost events.
+        let (a, ring) = (agent.clone(), obs.ring.clone());
+        tokio::spawn(async move {
+            let mut seen = a.lock().map(|a| a.events_lost()).unwrap_or(0);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = a.lock().map(|a| a.events_lost()).unwrap_or(seen);
+                if now > seen {
+                    ring.record_lost(
+                        plexus_hubble::flow::LostEventSource::PerfEventRingBuffer,
+                        now - seen,
+                    );
+                    seen = now;
+                }
+            }
+        });
         let ring = obs.ring.clone();
         let _ = std::fs::remove_file(&hubble_socket);
         let hubble_path = hubble_socket.clone();
