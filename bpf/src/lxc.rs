@@ -31,11 +31,6 @@ use crate::{
     policy,
 };
 
-/// Offset of the TTL/protocol word in an IPv4 header, for the checksum update.
-const IP_TTL_OFF: usize = ETH_HLEN + 8;
-/// Offset of the IPv4 header checksum.
-const IP_CSUM_OFF: usize = ETH_HLEN + 10;
-
 /// Packets leaving a pod: forward to a local pod with a peer redirect, or hand to the stack.
 #[classifier]
 pub fn plexus_from_container(ctx: TcContext) -> i32 {
@@ -86,7 +81,6 @@ fn trace_point(m: &Meta, report: bool, point: u8) -> Option<u8> {
 struct Packet {
     saddr: u32,
     daddr: u32,
-    proto: u8,
     ttl: u8,
     /// Destination port for policy (host order; 0 for ICMP and non-first fragments).
     dport: u16,
@@ -128,7 +122,6 @@ fn parse_v4(ctx: &TcContext) -> Result<Packet, DropReason> {
     Ok(Packet {
         saddr,
         daddr,
-        proto,
         ttl,
         dport,
         tcp_flags: l4.tcp_flags,
@@ -226,30 +219,26 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
         return Ok(TC_ACT_OK as i32);
     }
     let (dst_ifindex, dst_id) = (dst.ifindex, dst.endpoint_id);
-    let macs = concat_macs(&dst.pod_mac, &dst.host_mac);
+    let (pod_mac, host_mac) = (dst.pod_mac, dst.host_mac);
 
-    // Forwarding is a router hop: decrement the TTL and fix the header checksum.
-    let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
-    let new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
-    ctx.store(IP_TTL_OFF, &(pkt.ttl - 1), 0)
-        .map_err(|_| DropReason::ErrorWritingToPacket)?;
-    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
-        .map_err(|_| DropReason::L3ChecksumError)?;
-    ctx.store(0, &macs, 0)
-        .map_err(|_| DropReason::ErrorWritingToPacket)?;
+    // Rewrite in place with direct packet access (no store/checksum helper calls on the hot
+    // path). Map lookups do not invalidate packet pointers, but re-derive them anyway after
+    // the stages above.
+    let eth: *mut EthHdr = parse::ptr_at(ctx, 0)?;
+    let ip: *mut Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
+    unsafe {
+        (*eth).dst = pod_mac;
+        (*eth).src = host_mac;
+        // Forwarding is a router hop: decrement the TTL and patch the checksum the way the
+        // kernel's ip_decrease_ttl does (RFC 1624: the TTL is the high byte of its word).
+        (*ip).ttl -= 1;
+        let sum = u16::from_be((*ip).check) as u32 + 0x0100;
+        (*ip).check = (((sum & 0xffff) + (sum >> 16)) as u16).to_be();
+    }
 
     notify::count_rx(dst_id, len);
     // Straight into the destination pod's namespace, skipping the host veth's backlog.
     Ok(unsafe { bpf_redirect_peer(dst_ifindex, 0) } as i32)
-}
-
-/// Destination then source MAC, as they sit at the start of an Ethernet header.
-#[inline(always)]
-fn concat_macs(dst: &[u8; 6], src: &[u8; 6]) -> [u8; 12] {
-    [
-        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4],
-        src[5],
-    ]
 }
 
 #[inline(always)]
