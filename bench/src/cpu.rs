@@ -1,6 +1,32 @@
 //! How busy one CPU is, from two readings of `/proc/stat`: the benchmark notes when something
 //! else was using the CPU it pins client and server to.
 
+use std::{fs, thread, time::Duration};
+
+/// The fraction of `window` that CPU `cpu` spent busy, from two readings of `/proc/stat`
+/// (`None` when it cannot be read).
+pub fn busy(cpu: u32, window: Duration) -> Option<f64> {
+    let read = || CpuTimes::parse(&fs::read_to_string("/proc/stat").ok()?, cpu);
+    let before = read()?;
+    thread::sleep(window);
+    Some(before.busy_until(&read()?))
+}
+
+/// How long the pinned CPU is watched before a run, to tell whether other work is on it.
+pub const BUSY_SAMPLE: Duration = Duration::from_secs(1);
+/// Busy at least this fraction of [`BUSY_SAMPLE`] is worth a note under the results.
+pub const BUSY_CPU: f64 = 0.1;
+
+/// Watches CPU `cpu` for [`BUSY_SAMPLE`] and returns a note for the results when other work
+/// kept it at least [`BUSY_CPU`] busy just before `what` (e.g. `the run`).
+pub fn busy_note(cpu: u32, what: &str) -> Option<String> {
+    let b = busy(cpu, BUSY_SAMPLE).filter(|b| *b >= BUSY_CPU)?;
+    Some(format!(
+        "CPU {cpu} was {:.0}% busy with other work just before {what}: expect noise",
+        b * 100.0
+    ))
+}
+
 /// Cumulative time counters of one CPU, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {

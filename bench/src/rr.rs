@@ -2,6 +2,10 @@
 //! byte back, over one connection with `TCP_NODELAY`, for a fixed time, and records the latency
 //! of every transaction; the server echoes each byte it reads.
 //!
+//! A connect-rate variant opens a new connection for every transaction instead (connect, one
+//! byte each way, close), like netperf's TCP_CRR: it shows per-connection costs (connection
+//! tracking, policy verdicts, the events a monitor sends per connection).
+//!
 //! One transaction in flight at a time, so the rate is the inverse of the round-trip latency
 //! through the datapath (plus both ends' system calls), which is what a per-packet cost shows up
 //! in first.
@@ -116,6 +120,56 @@ pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, Be
         .ok_or_else(|| BenchError::NoTransactions(server.to_string()))
 }
 
+/// Runs the connect-rate client against `server` for `duration`: every transaction connects,
+/// sends one byte, waits for it back and closes; its latency covers all of that.
+///
+/// The client closes first, so its side keeps the connections in TIME_WAIT: over a long run
+/// the namespace needs a wide `ip_local_port_range` and `tcp_tw_reuse` (see
+/// [`tune_for_connect_rate`]).
+pub fn run_connect_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
+    let mut latencies: Vec<u64> =
+        Vec::with_capacity((duration.as_secs_f64() * 50_000.0).min(1e8) as usize);
+    let mut byte = [0u8; 1];
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut t0 = start;
+    loop {
+        let mut conn = TcpStream::connect_timeout(&server, IO_TIMEOUT)
+            .map_err(|e| BenchError::io(format!("connecting to {server}"), e))?;
+        let setup = |e| BenchError::io(format!("configuring the connection to {server}"), e);
+        conn.set_nodelay(true).map_err(setup)?;
+        conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
+        conn.write_all(&byte)
+            .map_err(|e| BenchError::io(format!("sending to {server}"), e))?;
+        conn.read_exact(&mut byte)
+            .map_err(|e| BenchError::io(format!("waiting for a reply from {server}"), e))?;
+        drop(conn);
+        let t1 = Instant::now();
+        latencies.push(t1.duration_since(t0).as_nanos() as u64);
+        t0 = t1;
+        if t1 >= deadline {
+            break;
+        }
+    }
+    let elapsed = t0.duration_since(start);
+    RrResult::from_latencies(latencies, elapsed)
+        .ok_or_else(|| BenchError::NoTransactions(server.to_string()))
+}
+
+/// Lets the calling thread's network namespace open connections as fast as
+/// [`run_connect_client`] does: local ports 1024-65535, and ports in TIME_WAIT reused once
+/// they are a second old (`net.ipv4.tcp_tw_reuse = 1`). Run it inside the client's namespace.
+pub fn tune_for_connect_rate() -> Result<(), BenchError> {
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535"),
+        ("/proc/sys/net/ipv4/tcp_tw_reuse", "1"),
+    ] {
+        std::fs::write(path, value)
+            .map_err(|e| BenchError::io(format!("writing {value:?} to {path}"), e))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +191,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || serve(&listener));
         let r = run_client(addr, Duration::from_millis(100)).unwrap();
+        assert!(r.transactions > 0);
+        assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us);
+    }
+
+    #[test]
+    fn connect_client_over_loopback() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || serve(&listener));
+        let r = run_connect_client(addr, Duration::from_millis(100)).unwrap();
         assert!(r.transactions > 0);
         assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us);
     }

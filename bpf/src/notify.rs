@@ -3,7 +3,8 @@
 //! policy verdicts of new connections, captured packets).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, bpf_ringbuf_query, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use plexus_abi::{
@@ -158,8 +159,24 @@ pub fn emit(ctx: &TcContext, kind: u8, subtype: u8, m: &Meta, copy: u32) {
         let ok = unsafe { bpf_skb_load_bytes(skb, 0, dst, n) } == 0;
         ev.cap_len = if ok { n as u16 } else { 0 };
     }
-    entry.submit(0);
+    // Wake the reader only when a good batch is waiting: a wake-up per event costs the CPU
+    // more than the event itself (the agent also drains the ring on a short timer).
+    let queued = unsafe {
+        bpf_ringbuf_query(
+            core::ptr::from_ref(&PLEXUS_EVENTS).cast_mut().cast(),
+            BPF_RB_AVAIL_DATA as u64,
+        )
+    };
+    let flags = if queued >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
 }
+
+/// Queued event bytes that make the datapath wake the observer (the rest waits for its timer).
+const WAKEUP_BYTES: u64 = 64 * 1024;
 
 /// Events for a packet that was let through: its trace (if reported), its policy verdict, and
 /// a copy for any capture watching its endpoints.

@@ -21,6 +21,19 @@ fn flows(lab: &LabGuard, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Flows matching `args`, once at least `n` are there: the observer drains the datapath's ring
+/// on a short timer (20 ms), so flows of traffic just sent may take that long to appear.
+fn flows_at_least(lab: &LabGuard, args: &[&str], n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = flows(lab, args);
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn pod(f: &Value, side: &str) -> String {
     format!(
         "{}/{}",
@@ -80,6 +93,7 @@ fn flows_carry_names_identities_and_verdicts_and_filters_narrow_them() {
     let lab = LabGuard::up("obs", &[&m.0]);
     assert_eq!(lab.probe("x/a", "x/b", 80, "TCP")["connected"], true);
     assert_eq!(lab.probe("y/a", "x/b", 80, "UDP")["connected"], true);
+    flows_at_least(&lab, &["--from-pod", "y/a", "--protocol", "udp"], 1);
     let all = flows(&lab, &[]);
     let ab: Vec<&Value> = all
         .iter()
@@ -199,7 +213,7 @@ fn drops_carry_the_reason_and_the_policy_and_are_counted() {
         assert!(r.stdout.contains("\"connected\":false"), "{}", r.stdout);
     }
     assert_eq!(lab.probe("x/a", "x/b", 80, "TCP")["connected"], true);
-    let drops = flows(&lab, &["--verdict", "DROPPED"]);
+    let drops = flows_at_least(&lab, &["--verdict", "DROPPED"], 5);
     assert_eq!(drops.len(), 5, "{drops:?}");
     for d in &drops {
         assert_eq!(d["drop_reason_desc"], "POLICY_DENIED");

@@ -10,12 +10,10 @@
 use std::{
     any::Any,
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    os::unix::process::CommandExt,
+    io::Write,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -23,10 +21,12 @@ use std::{
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use plexus_bench::{
-    cpu::CpuTimes,
-    iperf,
+    cpu, interrupt, iperf,
+    lab::{PlexusLab, TempDir, CLIENT_SERVER_MANIFEST},
+    process::{log_file, output_within, pinned, run_cmd, spawn_server, which, Servers},
     report::{group_thousands, Report, Sample, SetupSummary},
-    rr::{self, RrResult},
+    rr::RrResult,
+    worker::{self, WorkerCmd, CLIENT_GRACE},
 };
 use plexus_netdev::{ip, netns_add, netns_del, netns_path};
 
@@ -36,12 +36,6 @@ const RR_PORT: u16 = 7000;
 const IPERF_PORT: u16 = 5201;
 /// The reference CNI plugins (Debian's containernetworking-plugins).
 const CNI_DIR: &str = "/usr/lib/cni";
-/// Extra time a client command gets beyond its measurement before it is killed.
-const CLIENT_GRACE: Duration = Duration::from_secs(30);
-/// How long the pinned CPU is watched before the run, to tell whether other work is on it.
-const BUSY_SAMPLE: Duration = Duration::from_secs(1);
-/// Busy at least this fraction of `BUSY_SAMPLE` is worth a note under the results.
-const BUSY_CPU: f64 = 0.1;
 /// How long a server gets to start listening.
 const SERVER_START: Duration = Duration::from_secs(10);
 
@@ -59,26 +53,9 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark (the default).
     Run(RunArgs),
-    /// Serve the request/response benchmark on PORT (run inside the server namespace).
-    #[command(hide = true)]
-    RrServer {
-        /// TCP port to listen on.
-        #[arg(long)]
-        port: u16,
-    },
-    /// Run the request/response client and print its result as JSON.
-    #[command(hide = true)]
-    RrClient {
-        /// Server address.
-        #[arg(long)]
-        ip: Ipv4Addr,
-        /// Server port.
-        #[arg(long)]
-        port: u16,
-        /// How long to run.
-        #[arg(long)]
-        seconds: f64,
-    },
+    /// The request/response server and client, run inside the namespaces.
+    #[command(flatten)]
+    Worker(WorkerCmd),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -126,41 +103,12 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         None => run(&cli.run),
         Some(Cmd::Run(args)) => run(&args),
-        Some(Cmd::RrServer { port }) => {
-            let listener = rr::bind(port)?;
-            // The benchmark waits for this line before measuring.
-            println!("ready");
-            std::io::stdout().flush()?;
-            rr::serve(&listener)?;
-            Ok(())
-        }
-        Some(Cmd::RrClient { ip, port, seconds }) => {
-            let r = rr::run_client(
-                SocketAddr::V4(SocketAddrV4::new(ip, port)),
-                Duration::from_secs_f64(seconds),
-            )?;
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(())
-        }
+        Some(Cmd::Worker(w)) => Ok(w.run()?),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The run
-
-/// Set by SIGINT/SIGTERM; checked between steps so the guards get to clean up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn check_interrupted() -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
 
 /// What every setup needs to start its servers and clients.
 struct Ctx {
@@ -188,11 +136,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     for tool in ["nsenter", "taskset", "iperf3", "ss", "ip"] {
         which(tool)?;
     }
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    interrupt::install();
 
     let exe = std::env::current_exe().context("locating this binary")?;
     let plexus = if kinds.contains(&SetupKind::Plexus) {
@@ -221,7 +165,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
 
     // Declared first, so dropped last: the setups' guards still use it.
-    let tmp = TempDir::create()?;
+    let tmp = TempDir::create("bench")?;
     let ctx = Ctx {
         exe,
         cpu: args.cpu,
@@ -229,18 +173,13 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         plexus,
     };
     let mut notes = Vec::new();
-    if let Some(busy) = cpu_busy(args.cpu, BUSY_SAMPLE).filter(|b| *b >= BUSY_CPU) {
-        let note = format!(
-            "CPU {} was {:.0}% busy with other work just before the run: expect noise",
-            args.cpu,
-            busy * 100.0
-        );
+    if let Some(note) = cpu::busy_note(args.cpu, "the run") {
         eprintln!("note: {note}");
         notes.push(note);
     }
     let mut setups: Vec<Setup> = Vec::new();
     for &kind in &kinds {
-        check_interrupted()?;
+        interrupt::check()?;
         eprintln!("setting up {}", kind.label());
         let s = Setup::start(kind, &ctx, &mut notes)
             .with_context(|| format!("setting up {}", kind.label()))?;
@@ -250,7 +189,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
     for round in 1..=args.rounds {
         for i in 0..setups.len() {
-            check_interrupted()?;
+            interrupt::check()?;
             // Rotate the order each round so no setup always runs first (or right after
             // another one).
             let idx = (i + round as usize - 1) % setups.len();
@@ -332,11 +271,23 @@ impl Setup {
             }
             SetupKind::Plexus => {
                 let plexus = ctx.plexus.as_ref().context("plexus binary")?;
-                let (t, p) = PlexusLab::create(plexus, pid, &ctx.tmp)?;
-                (Box::new(t), p)
+                let lab = PlexusLab::up(
+                    plexus,
+                    &format!("bench{pid}"),
+                    CLIENT_SERVER_MANIFEST,
+                    &ctx.tmp,
+                )?;
+                let (client_ns, _) = lab.pod("bench/client")?;
+                let (server_ns, server_ip) = lab.pod("bench/server")?;
+                let pair = Pair {
+                    client_ns,
+                    server_ns,
+                    server_ip,
+                };
+                (Box::new(lab), pair)
             }
         };
-        let servers = Servers::start(ctx, kind, &pair.server_ns)?;
+        let servers = start_servers(ctx, kind, &pair.server_ns)?;
         let setup = Self {
             kind,
             pair,
@@ -363,7 +314,7 @@ impl Setup {
     /// One round: iperf3, then request/response.
     fn measure(&self, ctx: &Ctx, round: u32, seconds: u32) -> anyhow::Result<Sample> {
         let tcp_gbps = self.iperf(ctx, seconds)? / 1e9;
-        check_interrupted()?;
+        interrupt::check()?;
         let rr = self.rr(ctx, f64::from(seconds))?;
         Ok(Sample {
             round,
@@ -409,248 +360,62 @@ impl Setup {
 
     /// One request/response run of `seconds`.
     fn rr(&self, ctx: &Ctx, seconds: f64) -> anyhow::Result<RrResult> {
-        let ip = self.pair.server_ip.to_string();
-        let port = RR_PORT.to_string();
-        let secs = seconds.to_string();
-        let cmd = pinned(
+        Ok(worker::run_rr_client(
+            &ctx.exe,
             &self.pair.client_ns,
             ctx.cpu,
-            &ctx.exe,
-            &[
-                "rr-client",
-                "--ip",
-                &ip,
-                "--port",
-                &port,
-                "--seconds",
-                &secs,
-            ],
-        );
-        let out = output_within(cmd, Duration::from_secs_f64(seconds) + CLIENT_GRACE)?;
-        if !out.success {
-            bail!("rr-client failed: {}", out.stderr.trim());
-        }
-        serde_json::from_str(out.stdout.trim())
-            .with_context(|| format!("reading rr-client output {:?}", out.stdout.trim()))
+            SocketAddrV4::new(self.pair.server_ip, RR_PORT),
+            seconds,
+            false,
+        )?)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes
+// Servers
 
-/// `nsenter --net=NS -- taskset -c CPU PROGRAM ARGS...`: nsenter and taskset both exec, so the
-/// child's pid is the program's.
-fn pinned(netns: &Path, cpu: u32, program: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", netns.display()))
-        .arg("--")
-        .arg("taskset")
-        .arg("-c")
-        .arg(cpu.to_string())
-        .arg(program)
-        .args(args);
-    c
-}
+/// The RR server and iperf3 server of one setup.
+fn start_servers(ctx: &Ctx, kind: SetupKind, netns: &Path) -> anyhow::Result<Servers> {
+    let tag = format!("{kind:?}").to_lowercase();
+    // The RR server says `ready` once it listens.
+    let log = ctx.tmp.join(format!("rr-server-{tag}.log"));
+    let mut servers = worker::start_rr_server(&ctx.exe, netns, ctx.cpu, RR_PORT, &log)
+        .context("the request/response server did not start")?;
 
-/// What a finished command printed.
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to completion, killing it if it takes longer than `limit`.
-fn output_within(mut cmd: Command, limit: Duration) -> anyhow::Result<Output> {
-    let line = format!("{cmd:?}").replace('"', "");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{line}`"))?;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|r| Box::new(r) as _));
-    let stderr = drain(child.stderr.take().map(|r| Box::new(r) as _));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
+    let port = IPERF_PORT.to_string();
+    let mut cmd = pinned(netns, ctx.cpu, Path::new("iperf3"), &["-s", "-p", &port]);
+    let log = ctx.tmp.join(format!("iperf3-server-{tag}.log"));
+    cmd.stdout(log_file(&log)?).stderr(log_file(&log)?);
+    let child = spawn_server(cmd)?;
+    servers.children.push(child);
+    let deadline = Instant::now() + SERVER_START;
+    loop {
+        interrupt::check()?;
+        let listening = run_cmd({
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", netns.display()))
+                .args(["--", "ss", "-Hltn"])
+                .arg(format!("sport = :{IPERF_PORT}"));
+            c
+        })?;
+        if !listening.trim().is_empty() {
+            break;
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("`{line}` did not finish within {} s", limit.as_secs());
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Output {
-        success: status.success(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
-}
-
-/// Runs a short setup command and returns its stdout, or an error with its output.
-fn run_cmd(mut cmd: Command) -> anyhow::Result<String> {
-    let line = format!("{cmd:?}").replace('"', "");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting `{line}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed: {}{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The fraction of `window` that CPU `cpu` spent busy, from `/proc/stat`.
-fn cpu_busy(cpu: u32, window: Duration) -> Option<f64> {
-    let read = || CpuTimes::parse(&fs::read_to_string("/proc/stat").ok()?, cpu);
-    let before = read()?;
-    thread::sleep(window);
-    Some(before.busy_until(&read()?))
-}
-
-fn which(tool: &str) -> anyhow::Result<()> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        bail!("`{tool}` not found in PATH");
-    }
-    Ok(())
-}
-
-/// The RR server and iperf3 server of one setup, killed when dropped.
-struct Servers {
-    children: Vec<Child>,
-}
-
-impl Servers {
-    fn start(ctx: &Ctx, kind: SetupKind, netns: &Path) -> anyhow::Result<Self> {
-        let mut servers = Self {
-            children: Vec::new(),
-        };
-        let tag = format!("{kind:?}").to_lowercase();
-
-        // The RR server says `ready` once it listens.
-        let port = RR_PORT.to_string();
-        let mut cmd = pinned(netns, ctx.cpu, &ctx.exe, &["rr-server", "--port", &port]);
-        let log = ctx.tmp.join(format!("rr-server-{tag}.log"));
-        cmd.stdout(Stdio::piped()).stderr(log_file(&log)?);
-        let mut child = spawn_server(cmd)?;
-        let stdout = child.stdout.take();
-        servers.children.push(child);
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            BufReader::new(out).read_line(&mut line)?;
-        }
-        if line.trim() != "ready" {
+        if Instant::now() >= deadline
+            || servers
+                .children
+                .last_mut()
+                .map(|c| c.try_wait())
+                .is_some_and(|r| matches!(r, Ok(Some(_))))
+        {
             bail!(
-                "the request/response server did not start: {}",
+                "iperf3 server did not start listening: {}",
                 fs::read_to_string(&log).unwrap_or_default().trim()
             );
         }
-
-        let port = IPERF_PORT.to_string();
-        let mut cmd = pinned(netns, ctx.cpu, Path::new("iperf3"), &["-s", "-p", &port]);
-        let log = ctx.tmp.join(format!("iperf3-server-{tag}.log"));
-        cmd.stdout(log_file(&log)?).stderr(log_file(&log)?);
-        let child = spawn_server(cmd)?;
-        servers.children.push(child);
-        let deadline = Instant::now() + SERVER_START;
-        loop {
-            check_interrupted()?;
-            let listening = run_cmd({
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", netns.display()))
-                    .args(["--", "ss", "-Hltn"])
-                    .arg(format!("sport = :{IPERF_PORT}"));
-                c
-            })?;
-            if !listening.trim().is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline
-                || servers
-                    .children
-                    .last_mut()
-                    .map(|c| c.try_wait())
-                    .is_some_and(|r| matches!(r, Ok(Some(_))))
-            {
-                bail!(
-                    "iperf3 server did not start listening: {}",
-                    fs::read_to_string(&log).unwrap_or_default().trim()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Ok(servers)
+        thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Spawns a server that dies with this process even if it is killed without cleaning up.
-fn spawn_server(mut cmd: Command) -> anyhow::Result<Child> {
-    cmd.stdin(Stdio::null());
-    // SAFETY: prctl is async-signal-safe; the death signal survives nsenter's and taskset's
-    // execs.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let line = format!("{cmd:?}").replace('"', "");
-    cmd.spawn().with_context(|| format!("starting `{line}`"))
-}
-
-fn log_file(path: &Path) -> anyhow::Result<fs::File> {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// This run's scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("plexus-bench-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    Ok(servers)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -828,122 +593,6 @@ impl Drop for BridgeCni {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// (a) Plexus
-
-/// A Plexus lab with pods `bench/client` and `bench/server`; `lab down` when dropped.
-struct PlexusLab {
-    plexus: PathBuf,
-    name: String,
-}
-
-/// The lab's manifest. Each pod declares port 80 so the lab starts its workload; the benchmark's
-/// servers use other ports.
-const MANIFEST: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: bench
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: bench
-  labels:
-    app: bench-client
-spec:
-  containers:
-  - name: client
-    image: plexus/workload
-    ports:
-    - containerPort: 80
-      protocol: TCP
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: server
-  namespace: bench
-  labels:
-    app: bench-server
-spec:
-  containers:
-  - name: server
-    image: plexus/workload
-    ports:
-    - containerPort: 80
-      protocol: TCP
-";
-
-impl PlexusLab {
-    fn create(plexus: &Path, pid: u32, tmp: &Path) -> anyhow::Result<(Self, Pair)> {
-        // Lab names are 1-12 lowercase letters and digits.
-        let mut name = format!("bench{pid}");
-        name.truncate(12);
-        let manifest = tmp.join("plexus-bench.yaml");
-        fs::write(&manifest, MANIFEST)
-            .with_context(|| format!("writing {}", manifest.display()))?;
-        // The guard exists before `lab up`, so a half-built lab is taken down too.
-        let guard = Self {
-            plexus: plexus.to_path_buf(),
-            name,
-        };
-        eprintln!(
-            "  plexus lab {} (if this run is killed: plexus --lab {} lab down)",
-            guard.name, guard.name
-        );
-        let mut up = guard.cmd();
-        up.args(["lab", "up", "-f"]).arg(&manifest);
-        run_cmd(up)?;
-        let mut pods = guard.cmd();
-        pods.args(["lab", "pods", "--json"]);
-        let pods: serde_json::Value =
-            serde_json::from_str(&run_cmd(pods)?).context("reading `plexus lab pods --json`")?;
-        let pod = |key: &str| -> anyhow::Result<(PathBuf, Ipv4Addr)> {
-            let p = &pods[key];
-            let netns = p["netns"]
-                .as_str()
-                .ok_or_else(|| anyhow!("pod {key} has no netns in `lab pods --json`"))?;
-            let ip = p["ip"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| anyhow!("pod {key} has no IPv4 address in `lab pods --json`"))?;
-            Ok((netns_path(netns), ip))
-        };
-        let (client_ns, _) = pod("bench/client")?;
-        let (server_ns, server_ip) = pod("bench/server")?;
-        Ok((
-            guard,
-            Pair {
-                client_ns,
-                server_ns,
-                server_ip,
-            },
-        ))
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.plexus);
-        c.arg("--lab").arg(&self.name);
-        c
-    }
-}
-
-impl Drop for PlexusLab {
-    fn drop(&mut self) {
-        let mut down = self.cmd();
-        down.args(["lab", "down"]);
-        if let Err(e) = run_cmd(down) {
-            eprintln!(
-                "warning: {e:#} (retry with `{} --lab {} lab down`)",
-                self.plexus.display(),
-                self.name
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -975,6 +624,13 @@ mod tests {
             "0.5",
         ])
         .unwrap();
-        assert!(matches!(cli.cmd, Some(Cmd::RrClient { port: 7, .. })));
+        assert!(matches!(
+            cli.cmd,
+            Some(Cmd::Worker(WorkerCmd::RrClient {
+                port: 7,
+                connect_per_tx: false,
+                ..
+            }))
+        ));
     }
 }

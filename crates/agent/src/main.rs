@@ -4,10 +4,8 @@
 mod capture;
 mod endpoints;
 mod inspect;
-mod metrics;
 mod node;
 mod objects;
-mod observer;
 mod reconcile;
 mod server;
 mod state;
@@ -16,6 +14,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Parser;
+use plexus_agent::{metrics, observer};
 use tracing::info;
 
 use crate::endpoints::Agent;

@@ -242,7 +242,8 @@ pub fn to_flow(ev: &Event, dir: &Directory, offset_ns: i128) -> Flow {
             revision: 0,
             kind: kind.clone(),
         };
-        let denied = ev.kind == EVENT_DROP;
+        let denied = ev.kind == EVENT_DROP
+            || (ev.kind == EVENT_POLICY_VERDICT && ev.subtype == verdict::DENIED);
         match (egress, denied) {
             (true, false) => f.egress_allowed_by.push(p),
             (false, false) => f.ingress_allowed_by.push(p),
@@ -278,29 +279,47 @@ pub async fn run(rb: aya::maps::RingBuf<aya::maps::MapData>, obs: ObserverHandle
         }
     };
     info!("observer reading datapath events");
+    // The datapath wakes us only when a batch is waiting; a short timer picks up the rest, so a
+    // flow is at most this late and a quiet datapath costs no wake-ups per event.
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                warn!(error = %e, "observer: ring buffer poll failed");
-                return;
-            }
-        };
-        let rb = guard.get_inner_mut();
-        while let Some(item) = rb.next() {
-            if item.len() < std::mem::size_of::<Event>() {
-                continue;
-            }
-            // SAFETY: the datapath writes whole `Event`s; the length was checked; read_unaligned
-            // copes with the ring's 8-byte alignment.
-            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
-            handle(&ev, &obs, offset);
+        tokio::select! {
+            ready = fd.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    drain(guard.get_inner_mut(), &obs, offset);
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!(error = %e, "observer: ring buffer poll failed");
+                    return;
+                }
+            },
+            _ = tick.tick() => drain(fd.get_mut(), &obs, offset),
         }
-        guard.clear_ready();
     }
 }
 
-fn handle(ev: &Event, obs: &ObserverHandle, offset: i128) {
+/// How often the observer drains the ring without being woken.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
+/// Reads every event waiting in the ring.
+fn drain(rb: &mut aya::maps::RingBuf<aya::maps::MapData>, obs: &ObserverHandle, offset: i128) {
+    while let Some(item) = rb.next() {
+        if item.len() < std::mem::size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: the datapath writes whole `Event`s; the length was checked; read_unaligned
+        // copes with the ring's 8-byte alignment.
+        let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+        process(&ev, obs, offset);
+    }
+}
+
+/// The per-event path: a captured packet goes to capture sessions; any other event becomes a
+/// flow, is counted in the metrics and stored in the ring. `offset` is the monotonic-to-Unix
+/// time offset.
+pub fn process(ev: &Event, obs: &ObserverHandle, offset: i128) {
     if ev.kind == EVENT_CAPTURE {
         let ts = (ev.ts_ns as i128 + offset).max(0) as u64;
         let n = (ev.cap_len as usize).min(ev.data.len());
