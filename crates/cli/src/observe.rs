@@ -26,7 +26,7 @@ pub enum Output {
 }
 
 /// `plexus observe` options.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ObserveArgs {
     /// Flows from or to this pod (`ns/name` or `ns/name-prefix`, or `ns/`).
     #[arg(long)]
@@ -91,9 +91,9 @@ pub struct ObserveArgs {
     /// Event type: trace, drop, policy-verdict (optionally `type:subtype`).
     #[arg(long = "type", short = 't')]
     event_type: Vec<String>,
-    /// Invert: the filters given select flows to leave out.
-    #[arg(long)]
-    not: bool,
+    /// Negate the filter flag that follows (as in `hubble observe --not --pod x/a`).
+    #[arg(long, action = clap::ArgAction::Count)]
+    not: u8,
     /// Keep streaming new flows.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -388,14 +388,100 @@ async fn connect(addr: &str) -> anyhow::Result<ObserverClient<tonic::transport::
     Ok(ObserverClient::new(ch))
 }
 
+/// Splits the filter flags into those given plainly and those preceded by `--not`, using
+/// where each value stood on the command line (clap keeps no order across different flags).
+fn split_negated(a: &ObserveArgs) -> (ObserveArgs, ObserveArgs) {
+    use clap::CommandFactory;
+    let mut pos = a.clone();
+    let mut neg = a.clone();
+    let Ok(m) = crate::Cli::command().try_get_matches_from(std::env::args_os()) else {
+        return (pos, neg.emptied());
+    };
+    let Some(m) = m.subcommand_matches("observe") else {
+        return (pos, neg.emptied());
+    };
+    let nots: Vec<usize> = m.indices_of("not").map(|i| i.collect()).unwrap_or_default();
+    // A value is negated when `--not` stands right before its flag (`--not --pod x`) or right
+    // before a `--pod=x` form.
+    let negated = |idx: usize| nots.iter().any(|n| *n + 2 == idx || *n + 1 == idx);
+    macro_rules! split {
+        ($($field:ident),*) => {$(
+            let idx: Vec<usize> = m.indices_of(stringify!($field)).map(|i| i.collect()).unwrap_or_default();
+            let vals = std::mem::take(&mut pos.$field);
+            neg.$field.clear();
+            for (v, i) in vals.into_iter().zip(idx.into_iter().chain(std::iter::repeat(0))) {
+                if negated(i) { neg.$field.push(v) } else { pos.$field.push(v) }
+            }
+        )*};
+    }
+    split!(
+        pod,
+        from_pod,
+        to_pod,
+        namespace,
+        from_namespace,
+        to_namespace,
+        label,
+        from_label,
+        to_label,
+        ip,
+        from_ip,
+        to_ip,
+        identity,
+        from_identity,
+        to_identity,
+        port,
+        from_port,
+        to_port,
+        protocol,
+        verdict,
+        event_type
+    );
+    (pos, neg)
+}
+
+impl ObserveArgs {
+    /// The same options with no filter flag set.
+    fn emptied(mut self) -> Self {
+        macro_rules! clear {
+            ($($field:ident),*) => {$( self.$field.clear(); )*};
+        }
+        clear!(
+            pod,
+            from_pod,
+            to_pod,
+            namespace,
+            from_namespace,
+            to_namespace,
+            label,
+            from_label,
+            to_label,
+            ip,
+            from_ip,
+            to_ip,
+            identity,
+            from_identity,
+            to_identity,
+            port,
+            from_port,
+            to_port,
+            protocol,
+            verdict,
+            event_type
+        );
+        self
+    }
+}
+
 /// Runs `plexus observe`.
 pub fn run(cli: &Cli, a: &ObserveArgs) -> anyhow::Result<()> {
-    let filters = a.filters()?;
-    let (allow, deny) = if a.not {
-        (vec![], filters)
+    let (pos, neg) = if a.not > 0 {
+        split_negated(a)
     } else {
-        (filters, vec![])
+        (a.clone(), a.clone().emptied())
     };
+    let allow = pos.filters()?;
+    let deny = neg.filters()?;
     let since = a.since.as_deref().map(duration).transpose()?.map(|d| {
         let t = std::time::SystemTime::now() - d;
         let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
