@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: a one-node Plexus lab on this machine. Installs what it needs, builds everything
 # (eBPF included), starts the lab from examples/demo, shows its pods and endpoints and the TCP and
-# UDP reachability of every pod pair, then takes the lab down (KEEP=1 leaves it running).
+# UDP reachability of every pod pair, then applies a policy and shows what it blocks, why (policy
+# trace) and the drops as flows; then takes the lab down (KEEP=1 leaves it running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,19 @@ echo "== plexus lab matrix --port 53 --protocol UDP"
 echo
 echo "== plexus lab probe shop/backend ops/monitor --port 80"
 "$PLEXUS" --lab "$LAB" lab probe shop/backend ops/monitor --port 80
+echo
+echo "== plexus lab apply -f examples/policy   (only the frontend may call the backend on TCP/80)"
+"$PLEXUS" --lab "$LAB" lab apply -f examples/policy
+echo
+echo "== plexus lab matrix --port 80 --protocol TCP   (with the policy)"
+"$PLEXUS" --lab "$LAB" lab matrix --port 80 --protocol TCP --timeout-ms 500
+echo
+echo "== plexus policy trace ops/monitor shop/backend --port 80   (why is it dropped?)"
+"$PLEXUS" --lab "$LAB" policy trace ops/monitor shop/backend --port 80
+echo
+echo "== plexus observe --verdict DROPPED --last 3   (the drops, with Kubernetes names)"
+sleep 0.1
+"$PLEXUS" --lab "$LAB" observe --verdict DROPPED --last 3
 echo
 echo "== plexus status"
 "$PLEXUS" --lab "$LAB" status
