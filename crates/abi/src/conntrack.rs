@@ -41,10 +41,11 @@ impl CtKey {
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct CtEntry {
-    /// `bpf_ktime_get_ns` when the entry was created.
-    pub created_ns: u64,
-    /// `bpf_ktime_get_ns` of the last packet in either direction.
-    pub last_seen_ns: u64,
+    /// `bpf_jiffies64` when the entry was created (ticks: idle tracking needs no finer clock,
+    /// and reading the precise clock costs a sixth of the forwarding path).
+    pub created_jiffies: u64,
+    /// `bpf_jiffies64` of the last packet in either direction.
+    pub last_seen_jiffies: u64,
     /// Packets in the opening direction.
     pub tx_packets: u64,
     /// Packets in the reply direction.
