@@ -388,6 +388,36 @@ async fn connect(addr: &str) -> anyhow::Result<ObserverClient<tonic::transport::
     Ok(ObserverClient::new(ch))
 }
 
+/// Calls macro `$m` with every filter field of [`ObserveArgs`] (one list for every place that
+/// walks them).
+macro_rules! filter_fields {
+    ($m:ident) => {
+        $m!(
+            pod,
+            from_pod,
+            to_pod,
+            namespace,
+            from_namespace,
+            to_namespace,
+            label,
+            from_label,
+            to_label,
+            ip,
+            from_ip,
+            to_ip,
+            identity,
+            from_identity,
+            to_identity,
+            port,
+            from_port,
+            to_port,
+            protocol,
+            verdict,
+            event_type
+        )
+    };
+}
+
 /// Splits the filter flags into those given plainly and those preceded by `--not`, using
 /// where each value stood on the command line (clap keeps no order across different flags).
 fn split_negated(a: &ObserveArgs) -> (ObserveArgs, ObserveArgs) {
@@ -414,29 +444,7 @@ fn split_negated(a: &ObserveArgs) -> (ObserveArgs, ObserveArgs) {
             }
         )*};
     }
-    split!(
-        pod,
-        from_pod,
-        to_pod,
-        namespace,
-        from_namespace,
-        to_namespace,
-        label,
-        from_label,
-        to_label,
-        ip,
-        from_ip,
-        to_ip,
-        identity,
-        from_identity,
-        to_identity,
-        port,
-        from_port,
-        to_port,
-        protocol,
-        verdict,
-        event_type
-    );
+    filter_fields!(split);
     (pos, neg)
 }
 
@@ -446,29 +454,7 @@ impl ObserveArgs {
         macro_rules! clear {
             ($($field:ident),*) => {$( self.$field.clear(); )*};
         }
-        clear!(
-            pod,
-            from_pod,
-            to_pod,
-            namespace,
-            from_namespace,
-            to_namespace,
-            label,
-            from_label,
-            to_label,
-            ip,
-            from_ip,
-            to_ip,
-            identity,
-            from_identity,
-            to_identity,
-            port,
-            from_port,
-            to_port,
-            protocol,
-            verdict,
-            event_type
-        );
+        filter_fields!(clear);
         self
     }
 }
