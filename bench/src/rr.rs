@@ -86,28 +86,41 @@ fn echo(mut conn: TcpStream) -> std::io::Result<()> {
     }
 }
 
-/// Runs the client against `server` for `duration`: one connection, one byte each way per
-/// transaction, every transaction's latency recorded.
-pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
-    let mut conn = TcpStream::connect_timeout(&server, IO_TIMEOUT)
+/// Opens a client connection with the options every measurement uses.
+fn connect(server: SocketAddr) -> Result<TcpStream, BenchError> {
+    let conn = TcpStream::connect_timeout(&server, IO_TIMEOUT)
         .map_err(|e| BenchError::io(format!("connecting to {server}"), e))?;
     let setup = |e| BenchError::io(format!("configuring the connection to {server}"), e);
     conn.set_nodelay(true).map_err(setup)?;
     conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
     conn.set_write_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
+    Ok(conn)
+}
 
-    // Room for ~200k tx/s without reallocating during the measurement.
-    let mut latencies: Vec<u64> =
-        Vec::with_capacity((duration.as_secs_f64() * 200_000.0).min(1e8) as usize);
+/// One byte to `server` and back over `conn`.
+fn exchange(conn: &mut TcpStream, server: SocketAddr) -> Result<(), BenchError> {
     let mut byte = [0u8; 1];
+    conn.write_all(&byte)
+        .map_err(|e| BenchError::io(format!("sending to {server}"), e))?;
+    conn.read_exact(&mut byte)
+        .map_err(|e| BenchError::io(format!("waiting for a reply from {server}"), e))
+}
+
+/// Runs `transaction` back to back for `duration`, recording each one's latency. `per_second`
+/// sizes the latency buffer so it does not reallocate during the measurement.
+fn measure(
+    server: SocketAddr,
+    duration: Duration,
+    per_second: f64,
+    mut transaction: impl FnMut() -> Result<(), BenchError>,
+) -> Result<RrResult, BenchError> {
+    let mut latencies: Vec<u64> =
+        Vec::with_capacity((duration.as_secs_f64() * per_second).min(1e8) as usize);
     let start = Instant::now();
     let deadline = start + duration;
     let mut t0 = start;
     loop {
-        conn.write_all(&byte)
-            .map_err(|e| BenchError::io(format!("sending to {server}"), e))?;
-        conn.read_exact(&mut byte)
-            .map_err(|e| BenchError::io(format!("waiting for a reply from {server}"), e))?;
+        transaction()?;
         let t1 = Instant::now();
         latencies.push(t1.duration_since(t0).as_nanos() as u64);
         t0 = t1;
@@ -115,9 +128,15 @@ pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, Be
             break;
         }
     }
-    let elapsed = t0.duration_since(start);
-    RrResult::from_latencies(latencies, elapsed)
+    RrResult::from_latencies(latencies, t0.duration_since(start))
         .ok_or_else(|| BenchError::NoTransactions(server.to_string()))
+}
+
+/// Runs the client against `server` for `duration`: one connection, one byte each way per
+/// transaction, every transaction's latency recorded.
+pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
+    let mut conn = connect(server)?;
+    measure(server, duration, 200_000.0, || exchange(&mut conn, server))
 }
 
 /// Runs the connect-rate client against `server` for `duration`: every transaction connects,
@@ -127,33 +146,9 @@ pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, Be
 /// the namespace needs a wide `ip_local_port_range` and `tcp_tw_reuse` (see
 /// [`tune_for_connect_rate`]).
 pub fn run_connect_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
-    let mut latencies: Vec<u64> =
-        Vec::with_capacity((duration.as_secs_f64() * 50_000.0).min(1e8) as usize);
-    let mut byte = [0u8; 1];
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut t0 = start;
-    loop {
-        let mut conn = TcpStream::connect_timeout(&server, IO_TIMEOUT)
-            .map_err(|e| BenchError::io(format!("connecting to {server}"), e))?;
-        let setup = |e| BenchError::io(format!("configuring the connection to {server}"), e);
-        conn.set_nodelay(true).map_err(setup)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(setup)?;
-        conn.write_all(&byte)
-            .map_err(|e| BenchError::io(format!("sending to {server}"), e))?;
-        conn.read_exact(&mut byte)
-            .map_err(|e| BenchError::io(format!("waiting for a reply from {server}"), e))?;
-        drop(conn);
-        let t1 = Instant::now();
-        latencies.push(t1.duration_since(t0).as_nanos() as u64);
-        t0 = t1;
-        if t1 >= deadline {
-            break;
-        }
-    }
-    let elapsed = t0.duration_since(start);
-    RrResult::from_latencies(latencies, elapsed)
-        .ok_or_else(|| BenchError::NoTransactions(server.to_string()))
+    measure(server, duration, 50_000.0, || {
+        exchange(&mut connect(server)?, server)
+    })
 }
 
 /// Lets the calling thread's network namespace open connections as fast as

@@ -404,7 +404,7 @@ impl Agent {
                 ),
                 (
                     m::POLICY.to_string(),
-                    maps.policy_count()? as u64,
+                    self.policy_shadow.as_ref().map_or(0, |p| p.len()) as u64,
                     m::POLICY_MAX as u64,
                 ),
                 (

@@ -235,16 +235,6 @@ impl PinnedMaps {
             .map_err(map_err(m::EVENTS))
     }
 
-    /// Number of entries in the policy map.
-    pub fn policy_count(&self) -> Result<usize, LoaderError> {
-        use crate::policy_map::PolicyStore;
-        Ok(
-            crate::policy_map::BpfPolicyStore::open(self.dir.parent().unwrap_or(&self.dir))?
-                .entries()?
-                .len(),
-        )
-    }
-
     /// Every endpoint in the map with its counters.
     pub fn endpoints_list(&self) -> Result<Vec<EndpointRecord>, LoaderError> {
         let eps = self.endpoints()?;
