@@ -83,15 +83,27 @@ pub fn lookup(pkt: &CtKey) -> Ct {
     }
 }
 
+impl Ct {
+    /// The service translation of a known connection: (frontend id, `CT_F_*` flags); id 0
+    /// when the connection was not translated in tc.
+    #[inline(always)]
+    pub fn translation(&self) -> (u32, u8) {
+        if self.entry.is_null() {
+            return (0, 0);
+        }
+        unsafe { ((*self.entry).rev_nat, (*self.entry).flags) }
+    }
+}
+
 /// TCP FIN and RST: a connection closing is always reported.
 const TCP_CLOSE: u8 = 0x01 | 0x04;
 
 /// Records a packet that was let through: refreshes its entry, or creates one for a new
-/// connection. An LRU insert that fails only loses tracking of this flow. Returns whether the
+/// connection (with the service frontend `rev_nat` it was translated from, if any). An LRU insert that fails only loses tracking of this flow. Returns whether the
 /// packet is worth reporting under aggregation: the first packet each way, new TCP flags, a
 /// close.
 #[inline(always)]
-pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) -> bool {
+pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32, rev_nat: u32, ct_flags: u8) -> bool {
     // Jiffies are plenty for idle tracking; the precise clock costs ~35 ns a packet here.
     let now = unsafe { bpf_jiffies64() };
     if !ct.entry.is_null() {
@@ -118,7 +130,7 @@ pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) -> bool {
         tx_packets: 1,
         rx_packets: 0,
         tcp_flags,
-        flags: 0,
+        flags: ct_flags,
         opener: if ct.from_lower {
             CT_OPENER_LOWER
         } else {
@@ -126,6 +138,8 @@ pub fn record(ct: &Ct, tcp_flags: u8, src_identity: u32) -> bool {
         },
         _pad: 0,
         src_identity,
+        rev_nat,
+        _pad2: 0,
     };
     let _ = PLEXUS_CT.insert(&ct.key, &entry, 0);
     true

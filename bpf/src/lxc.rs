@@ -7,27 +7,27 @@
 //! redirect) or hand to the stack. Replies of tracked connections skip policy.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect_peer,
-    macros::classifier,
-    programs::TcContext,
+    bindings::TC_ACT_OK, helpers::bpf_redirect_peer, macros::classifier, programs::TcContext,
 };
 use plexus_abi::{
+    conntrack::CT_F_HAIRPIN,
     endpoint::{
         ENDPOINT_F_EGRESS_ENFORCED, ENDPOINT_F_EGRESS_POLICY, ENDPOINT_F_INGRESS_ENFORCED,
         ENDPOINT_F_INGRESS_POLICY,
     },
     event::{point, EVENT_F_NEW, EVENT_F_REPLY, MONITOR_ALL},
     policy::{DIR_EGRESS, DIR_INGRESS},
-    CtKey, DropReason, EndpointInfo, EndpointKey, IpAddr6,
+    DropReason, EndpointInfo, EndpointKey, IpAddr6,
 };
 
 use crate::{
     conntrack::{self, CtDir},
     ipcache,
+    lb::{self, Xlate},
     maps::PLEXUS_ENDPOINTS,
+    nat,
     notify::{self, Meta},
-    parse::{self, EthHdr, Ipv4Hdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP},
+    parse::{self, parse_v4, EthHdr, Ipv4Hdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
     policy,
 };
 
@@ -37,7 +37,7 @@ pub fn plexus_from_container(ctx: TcContext) -> i32 {
     let mut m = Meta::new();
     m.cfg = notify::config();
     let res = try_from_container(&ctx, &mut m);
-    finish(&ctx, res, &m)
+    notify::finish(&ctx, res, &m)
 }
 
 /// Packets the stack delivers to a pod (from the node itself or beyond it).
@@ -46,25 +46,7 @@ pub fn plexus_to_container(ctx: TcContext) -> i32 {
     let mut m = Meta::new();
     m.cfg = notify::config();
     let res = try_to_container(&ctx, &mut m);
-    finish(&ctx, res, &m)
-}
-
-/// The single exit of every program: a drop is counted by reason and reported with what the
-/// stages learned, a forwarded packet gets the events the monitor asks for. No result is ever
-/// thrown away.
-#[inline(always)]
-fn finish(ctx: &TcContext, res: Result<i32, DropReason>, m: &Meta) -> i32 {
-    match res {
-        Ok(action) => {
-            notify::forwarded(ctx, m);
-            action
-        }
-        Err(reason) => {
-            notify::count_drop(reason);
-            notify::dropped(ctx, reason, m);
-            TC_ACT_SHOT as i32
-        }
-    }
+    notify::finish(&ctx, res, &m)
 }
 
 /// Whether to report this packet: per the aggregation (`report` from conntrack) or always.
@@ -75,58 +57,6 @@ fn trace_point(m: &Meta, report: bool, point: u8) -> Option<u8> {
     } else {
         None
     }
-}
-
-/// The parts of an IPv4 packet the stages need.
-struct Packet {
-    saddr: u32,
-    daddr: u32,
-    ttl: u8,
-    /// Destination port for policy (host order; 0 for ICMP and non-first fragments).
-    dport: u16,
-    tcp_flags: u8,
-    ct_key: CtKey,
-}
-
-#[inline(always)]
-fn parse_v4(ctx: &TcContext) -> Result<Packet, DropReason> {
-    let ip: *const Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
-    let (vihl, saddr, daddr, proto, frag_off, ttl) = unsafe {
-        (
-            (*ip).vihl,
-            (*ip).saddr,
-            (*ip).daddr,
-            (*ip).proto,
-            u16::from_be((*ip).frag_off),
-            (*ip).ttl,
-        )
-    };
-    let ihl = ((vihl & 0x0f) as usize) * 4;
-    if vihl >> 4 != 4 || ihl < 20 {
-        return Err(DropReason::InvalidPacket);
-    }
-    let l4 = parse::l4(ctx, proto, ETH_HLEN + ihl, frag_off & 0x1fff == 0)?;
-    let dport = if proto == IPPROTO_ICMP {
-        0
-    } else {
-        u16::from_be(l4.dport)
-    };
-    let ct_key = CtKey {
-        saddr: IpAddr6::from_v4_raw(saddr),
-        daddr: IpAddr6::from_v4_raw(daddr),
-        sport: l4.sport,
-        dport: l4.dport,
-        proto,
-        _pad: [0; 3],
-    };
-    Ok(Packet {
-        saddr,
-        daddr,
-        ttl,
-        dport,
-        tcp_flags: l4.tcp_flags,
-        ct_key,
-    })
 }
 
 #[inline(always)]
@@ -151,14 +81,15 @@ fn try_from_container(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> 
 
 #[inline(always)]
 fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
-    let pkt = parse_v4(ctx)?;
+    let mut pkt = parse_v4(ctx)?;
     let len = ctx.len();
     m.tuple = pkt.ct_key;
     m.tcp_flags = pkt.tcp_flags;
 
     // The sender must be the endpoint that owns this veth: no spoofed source addresses.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let src = endpoint(pkt.saddr).ok_or(DropReason::InvalidSourceIp)?;
-    if src.ifindex != unsafe { (*ctx.skb.skb).ifindex } {
+    if src.ifindex != ifindex {
         return Err(DropReason::InvalidSourceIp);
     }
     let (src_id, src_identity, src_flags) = (src.endpoint_id, src.identity, src.flags);
@@ -167,7 +98,20 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     m.capture[0] = src_id;
     notify::count_tx(src_id, len);
 
-    let dst = endpoint(pkt.daddr);
+    // Services the socket hooks did not translate (pods outside their cgroup, or a service
+    // without backends): pick a backend here; policy below then applies to the backend.
+    let (rev_nat, hairpin) = match lb::translate_v4(ctx, &mut pkt, true)? {
+        Xlate::None => (0, false),
+        Xlate::Translated { rev_nat, hairpin } => (rev_nat, hairpin),
+        Xlate::NoBackend => {
+            refuse(ctx, m)?;
+            // Straight back into the sender's namespace.
+            return Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32);
+        }
+    };
+    m.tuple = pkt.ct_key;
+
+    let mut dst = endpoint(pkt.daddr);
     m.dst_identity = match dst {
         Some(d) => {
             m.capture[1] = d.endpoint_id;
@@ -181,6 +125,17 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
         CtDir::New => m.flags |= EVENT_F_NEW,
         CtDir::Reply => m.flags |= EVENT_F_REPLY,
         CtDir::Original => {}
+    }
+    if ct.dir == CtDir::Reply {
+        // A reply of a connection translated in tc: it must come from the frontend.
+        let (ct_rev_nat, ct_flags) = ct.translation();
+        if ct_rev_nat != 0 {
+            let hairpin = ct_flags & CT_F_HAIRPIN != 0;
+            lb::reverse_v4(ctx, &mut pkt, ct_rev_nat, hairpin)?;
+            if hairpin {
+                dst = endpoint(pkt.daddr);
+            }
+        }
     }
     if ct.dir != CtDir::Reply {
         if src_flags & ENDPOINT_F_EGRESS_POLICY != 0 {
@@ -206,7 +161,8 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
         m.verdict = 0;
     }
     m.endpoint_id = src_id;
-    let report = conntrack::record(&ct, pkt.tcp_flags, src_identity);
+    let ct_flags = if hairpin { CT_F_HAIRPIN } else { 0 };
+    let report = conntrack::record(&ct, pkt.tcp_flags, src_identity, rev_nat, ct_flags);
 
     let Some(dst) = dst else {
         // Not a local pod: the node itself or beyond it; the stack routes it.
@@ -222,8 +178,7 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     let (pod_mac, host_mac) = (dst.pod_mac, dst.host_mac);
 
     // Rewrite in place with direct packet access (no store/checksum helper calls on the hot
-    // path). Map lookups do not invalidate packet pointers, but re-derive them anyway after
-    // the stages above.
+    // path). Map lookups and the NAT helpers invalidate earlier packet pointers: re-derive.
     let eth: *mut EthHdr = parse::ptr_at(ctx, 0)?;
     let ip: *mut Ipv4Hdr = parse::ptr_at(ctx, ETH_HLEN)?;
     unsafe {
@@ -239,6 +194,20 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     notify::count_rx(dst_id, len);
     // Straight into the destination pod's namespace, skipping the host veth's backlog.
     Ok(unsafe { bpf_redirect_peer(dst_ifindex, 0) } as i32)
+}
+
+/// A new connection to a service without backends: counted and reported as a drop, and
+/// answered with ICMP port unreachable so the client fails at once (TCP: connection refused)
+/// instead of retrying into silence. The caller sends the answer back to the sender.
+#[inline(always)]
+pub fn refuse(ctx: &TcContext, m: &mut Meta) -> Result<(), DropReason> {
+    let reason = DropReason::ServiceBackendNotFound;
+    notify::count_drop(reason);
+    notify::dropped(ctx, reason, m);
+    nat::icmp_port_unreachable(ctx)?;
+    m.trace = None;
+    m.verdict = 0;
+    Ok(())
 }
 
 #[inline(always)]
@@ -272,7 +241,7 @@ fn try_to_container(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     if ct.dir != CtDir::New {
         m.verdict = 0;
     }
-    let report = conntrack::record(&ct, pkt.tcp_flags, src_identity);
+    let report = conntrack::record(&ct, pkt.tcp_flags, src_identity, 0, 0);
     m.trace = trace_point(m, report, point::TO_LXC);
     notify::count_rx(dst_id, ctx.len());
     Ok(TC_ACT_OK as i32)

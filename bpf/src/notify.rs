@@ -3,7 +3,7 @@
 //! policy verdicts of new connections, captured packets).
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_SHOT},
     helpers::{bpf_ktime_get_ns, bpf_ringbuf_query, bpf_skb_load_bytes},
     programs::TcContext,
 };
@@ -222,6 +222,24 @@ fn capture(ctx: &TcContext, m: &Meta) {
                 emit(ctx, EVENT_CAPTURE, 0, &mm, spec.snaplen as u32);
                 return;
             }
+        }
+    }
+}
+
+/// The single exit of every program: a drop is counted by reason and reported with what the
+/// stages learned, a forwarded packet gets the events the monitor asks for. No result is ever
+/// thrown away.
+#[inline(always)]
+pub fn finish(ctx: &TcContext, res: Result<i32, DropReason>, m: &Meta) -> i32 {
+    match res {
+        Ok(action) => {
+            forwarded(ctx, m);
+            action
+        }
+        Err(reason) => {
+            count_drop(reason);
+            dropped(ctx, reason, m);
+            TC_ACT_SHOT as i32
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Packet parsing: bounds-checked views of the Ethernet, IPv4 and L4 headers.
 
 use aya_ebpf::programs::TcContext;
-use plexus_abi::DropReason;
+use plexus_abi::{CtKey, DropReason, IpAddr6};
 
 /// Length of an Ethernet header.
 pub const ETH_HLEN: usize = 14;
@@ -105,4 +105,71 @@ pub fn l4(ctx: &TcContext, proto: u8, off: usize, first_fragment: bool) -> Resul
         }
         _ => Ok(L4::default()),
     }
+}
+
+/// The parts of an IPv4 packet the stages need.
+pub struct V4Packet {
+    /// Source address, network order.
+    pub saddr: u32,
+    /// Destination address, network order.
+    pub daddr: u32,
+    /// Time to live.
+    pub ttl: u8,
+    /// Destination port for policy (host order; 0 for ICMP and non-first fragments).
+    pub dport: u16,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// The tuple, source first, ports in network order.
+    pub ct_key: CtKey,
+    /// Offset of the L4 header.
+    pub l4_off: usize,
+    /// IP protocol.
+    pub proto: u8,
+    /// Not a non-first fragment: the L4 header is there.
+    pub first_fragment: bool,
+}
+
+#[inline(always)]
+pub fn parse_v4(ctx: &TcContext) -> Result<V4Packet, DropReason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
+    let (vihl, saddr, daddr, proto, frag_off, ttl) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).saddr,
+            (*ip).daddr,
+            (*ip).proto,
+            u16::from_be((*ip).frag_off),
+            (*ip).ttl,
+        )
+    };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
+        return Err(DropReason::InvalidPacket);
+    }
+    let first_fragment = frag_off & 0x1fff == 0;
+    let l4 = l4(ctx, proto, ETH_HLEN + ihl, first_fragment)?;
+    let dport = if proto == IPPROTO_ICMP {
+        0
+    } else {
+        u16::from_be(l4.dport)
+    };
+    let ct_key = CtKey {
+        saddr: IpAddr6::from_v4_raw(saddr),
+        daddr: IpAddr6::from_v4_raw(daddr),
+        sport: l4.sport,
+        dport: l4.dport,
+        proto,
+        _pad: [0; 3],
+    };
+    Ok(V4Packet {
+        saddr,
+        daddr,
+        ttl,
+        dport,
+        tcp_flags: l4.tcp_flags,
+        ct_key,
+        l4_off: ETH_HLEN + ihl,
+        proto,
+        first_fragment,
+    })
 }

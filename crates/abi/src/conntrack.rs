@@ -60,10 +60,18 @@ pub struct CtEntry {
     pub _pad: u8,
     /// Security identity of the opening side (0 until policy assigns identities).
     pub src_identity: u32,
+    /// The service frontend id (reverse-NAT index) a tc-translated connection was opened to;
+    /// replies get its address as source. 0: not translated.
+    pub rev_nat: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
 }
 
 /// A reply has been seen: the connection is established.
 pub const CT_F_SEEN_REPLY: u8 = 1;
+/// A translated connection from a pod to a service that chose the pod itself: its source was
+/// rewritten to the frontend address, so replies get both addresses restored.
+pub const CT_F_HAIRPIN: u8 = 2;
 /// The key's source side (the lower one) opened the connection.
 pub const CT_OPENER_LOWER: u8 = 0;
 /// The key's destination side (the higher one) opened the connection.

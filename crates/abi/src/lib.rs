@@ -13,6 +13,7 @@ pub mod drop;
 pub mod endpoint;
 pub mod event;
 pub mod ipcache;
+pub mod lb;
 pub mod maps;
 pub mod policy;
 
@@ -23,6 +24,10 @@ pub use drop::DropReason;
 pub use endpoint::{EndpointInfo, EndpointKey};
 pub use event::{CaptureSpec, Event, MonitorConfig};
 pub use ipcache::{IpcacheKey, IpcacheValue};
+pub use lb::{
+    LbAffinityKey, LbAffinityValue, LbBackend, LbFlow, LbRevNat, LbServiceKey, LbServiceValue,
+    LbSockKey, LbSockRev, MaglevTable,
+};
 pub use policy::{PolicyKey, PolicyValue};
 
 /// Implements `aya::Pod` for ABI types in userspace builds.
@@ -44,6 +49,16 @@ mod pod {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for MonitorConfig {}
     unsafe impl aya::Pod for CaptureSpec {}
+    unsafe impl aya::Pod for LbServiceKey {}
+    unsafe impl aya::Pod for LbServiceValue {}
+    unsafe impl aya::Pod for LbBackend {}
+    unsafe impl aya::Pod for LbRevNat {}
+    unsafe impl aya::Pod for LbFlow {}
+    unsafe impl aya::Pod for LbAffinityKey {}
+    unsafe impl aya::Pod for LbAffinityValue {}
+    unsafe impl aya::Pod for MaglevTable {}
+    unsafe impl aya::Pod for LbSockKey {}
+    unsafe impl aya::Pod for LbSockRev {}
 }
 
 #[cfg(test)]
@@ -59,7 +74,7 @@ mod layout_tests {
         assert_eq!(align_of::<EndpointInfo>(), 4);
         assert_eq!(size_of::<EndpointCounters>(), 32);
         assert_eq!(size_of::<CtKey>(), 40);
-        assert_eq!(size_of::<CtEntry>(), 40);
+        assert_eq!(size_of::<CtEntry>(), 48);
         assert_eq!(size_of::<PolicyKey>(), 12);
         assert_eq!(size_of::<PolicyValue>(), 8);
         assert_eq!(size_of::<IpcacheKey>(), 16);
@@ -67,5 +82,15 @@ mod layout_tests {
         assert_eq!(size_of::<Event>(), 80 + 128);
         assert_eq!(size_of::<MonitorConfig>(), 8);
         assert_eq!(size_of::<CaptureSpec>(), 4);
+        assert_eq!(size_of::<LbServiceKey>(), 24);
+        assert_eq!(size_of::<LbServiceValue>(), 16);
+        assert_eq!(size_of::<LbBackend>(), 24);
+        assert_eq!(size_of::<LbRevNat>(), 20);
+        assert_eq!(size_of::<LbFlow>(), 8);
+        assert_eq!(size_of::<LbAffinityKey>(), 24);
+        assert_eq!(size_of::<LbAffinityValue>(), 16);
+        assert_eq!(size_of::<MaglevTable>(), 4 * lb::MAGLEV_SLOTS);
+        assert_eq!(size_of::<LbSockKey>(), 32);
+        assert_eq!(size_of::<LbSockRev>(), 24);
     }
 }

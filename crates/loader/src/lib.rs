@@ -9,6 +9,7 @@
 mod bpffs;
 mod datapath;
 mod error;
+pub mod lb_map;
 mod maps;
 pub mod policy_map;
 
