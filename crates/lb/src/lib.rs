@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod derive;
 pub mod desired;
 mod endpoints;
 pub mod error;
@@ -17,7 +18,9 @@ pub mod model;
 pub mod pool;
 pub mod selection;
 mod service;
+pub mod table;
 
+pub use derive::{derive_slices, PodEndpoint};
 pub use desired::desired;
 pub use error::LbError;
 pub use maglev::{
@@ -34,3 +37,4 @@ pub use selection::{maglev_table_for, select_random, slot_list, SlotList};
 pub use service::{
     ALGORITHM_ANNOTATION, DEFAULT_AFFINITY_TIMEOUT, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
+pub use table::{LbChange, LbTable, LbUpdate};
