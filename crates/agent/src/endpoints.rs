@@ -35,9 +35,21 @@ pub struct Agent {
     pub(crate) resolved: Resolved,
     /// The observer's handles, to refresh its names after every reconcile.
     pub(crate) observer: Option<crate::observer::ObserverHandle>,
+    /// Services, EndpointSlices and pools in force, and the load-balancing maps.
+    pub(crate) services: crate::services::Services,
+    /// External devices carrying the NodePort program.
+    pub(crate) devices: std::collections::BTreeSet<String>,
     /// The policy map's contents as last written (None: read it from the kernel).
     pub(crate) policy_shadow:
         Option<std::collections::BTreeMap<(u32, plexus_abi::PolicyKey), plexus_abi::PolicyValue>>,
+}
+
+/// Whether an object is a Service, EndpointSlice or LoadBalancer pool.
+fn is_lb(v: &serde_json::Value) -> bool {
+    crate::services::is_lb_kind(
+        v["apiVersion"].as_str().unwrap_or_default(),
+        v["kind"].as_str().unwrap_or_default(),
+    )
 }
 
 impl Agent {
@@ -48,6 +60,7 @@ impl Agent {
         pod_cidr: Cidr,
         state_dir: &Path,
         bpf_dir: &Path,
+        cgroup: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let store = Store::open(state_dir)?;
         let state = match store.load()? {
@@ -58,8 +71,22 @@ impl Agent {
             ),
             None => State::new(Ipam::new(pod_cidr)),
         };
-        let datapath = Datapath::load(bpf_dir).context("loading the datapath")?;
+        let mut datapath = Datapath::load(bpf_dir).context("loading the datapath")?;
         node::ensure_router(state.ipam.gateway()).context("setting up the router address")?;
+        if let Some(cg) = cgroup {
+            datapath
+                .attach_cgroup(cg)
+                .with_context(|| format!("attaching socket load balancing to {}", cg.display()))?;
+        }
+        let services = crate::services::Services::open(
+            state_dir,
+            bpf_dir,
+            plexus_lb::NodeInfo {
+                name: node.to_string(),
+                addresses: node::addresses(),
+            },
+        )
+        .context("loading services")?;
         let mut agent = Self {
             node: node.to_string(),
             datapath,
@@ -70,6 +97,8 @@ impl Agent {
             resolved: Resolved::default(),
             policy_shadow: None,
             observer: None,
+            services,
+            devices: Default::default(),
         };
         agent.restore()?;
         agent.reconcile().context("reconciling the datapath")?;
@@ -190,11 +219,20 @@ impl Agent {
                 .map(|lines| Response::Changed { lines }),
             Request::ValidateObjects { objects } => objects
                 .iter()
-                .map(objects::parse)
+                .map(|o| {
+                    if is_lb(o) {
+                        crate::services::parse(o).map(|_| ())
+                    } else {
+                        objects::parse(o).map(|_| ())
+                    }
+                })
                 .collect::<anyhow::Result<Vec<_>>>()
                 .map(|v| Response::Changed {
                     lines: vec![format!("{} objects valid", v.len())],
                 }),
+            Request::ServiceList => Ok(Response::Services {
+                services: self.services.views(),
+            }),
             Request::DeleteObjects { refs } => self
                 .delete_objects(&refs)
                 .map(|lines| Response::Changed { lines }),
@@ -300,6 +338,9 @@ impl Agent {
         }
         let ep = self.state.endpoints.get(&key).cloned().unwrap_or(ep);
         self.save()?;
+        if let Err(e) = self.sync_service_pods() {
+            warn!(endpoint = id, error = %e, "updating service backends");
+        }
         info!(endpoint = id, pod = %format!("{}/{}", ep.spec.pod_namespace, ep.spec.pod_name), ip = %ep.spec.ipv4, "endpoint ready");
         Ok(ep)
     }
@@ -308,6 +349,8 @@ impl Agent {
         let key = State::key(a);
         if let Some(ep) = self.state.endpoints.remove(&key) {
             self.release_identity(&key, ep.identity);
+            // No new connection goes to it once it is gone.
+            self.sync_service_pods()?;
             self.reconcile()?;
             self.unprogram(&ep);
             info!(endpoint = ep.id, "endpoint deleted");
@@ -319,21 +362,120 @@ impl Agent {
     /// Applies objects all-or-nothing: parse everything, store, reconcile; on a reconcile
     /// failure the previous objects come back and are reconciled again.
     fn apply_objects(&mut self, objs: &[serde_json::Value]) -> anyhow::Result<Vec<String>> {
-        let parsed = objs
-            .iter()
+        // Everything is parsed before anything is applied.
+        let (lb, rest): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+            objs.iter().partition(|o| is_lb(o));
+        let lb = lb
+            .into_iter()
+            .map(crate::services::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let parsed = rest
+            .into_iter()
             .map(objects::parse)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let before = self.state.objects.clone();
-        let lines = self.state.objects.apply(parsed);
-        self.commit_objects(before)?;
+        let mut lines = Vec::new();
+        let has_lb = !lb.is_empty();
+        if has_lb {
+            // Services first: they change no policy, and a policy apply below may fail alone.
+            lines.extend(self.services.apply(lb)?);
+        }
+        if !parsed.is_empty() {
+            let before = self.state.objects.clone();
+            lines.extend(self.state.objects.apply(parsed));
+            self.commit_objects(before)?;
+        }
+        if has_lb || !lines.is_empty() {
+            self.sync_service_pods()?;
+        }
         Ok(lines)
     }
 
     fn delete_objects(&mut self, refs: &[plexus_api::ObjectRef]) -> anyhow::Result<Vec<String>> {
-        let before = self.state.objects.clone();
-        let lines = self.state.objects.delete(refs);
-        self.commit_objects(before)?;
+        let (lb, rest): (Vec<_>, Vec<_>) = refs.iter().cloned().partition(|r| {
+            matches!(
+                r.kind.as_str(),
+                "Service" | "EndpointSlice" | "CiliumLoadBalancerIPPool"
+            )
+        });
+        let mut lines = Vec::new();
+        if !lb.is_empty() {
+            lines.extend(self.services.delete(&lb)?);
+        }
+        if !rest.is_empty() {
+            let before = self.state.objects.clone();
+            lines.extend(self.state.objects.delete(&rest));
+            self.commit_objects(before)?;
+            self.sync_service_pods()?;
+        }
         Ok(lines)
+    }
+
+    /// Pods as the endpoint-slice controller sees them: every ready endpoint with its pod's
+    /// labels and named ports.
+    fn pod_endpoints(&self) -> Vec<plexus_lb::PodEndpoint> {
+        self.state
+            .endpoints
+            .values()
+            .map(|e| {
+                let ns = if e.spec.pod_namespace.is_empty() {
+                    "default".to_string()
+                } else {
+                    e.spec.pod_namespace.clone()
+                };
+                let pod = self
+                    .state
+                    .objects
+                    .pods
+                    .get(&format!("{ns}/{}", e.spec.pod_name));
+                plexus_lb::PodEndpoint {
+                    namespace: ns,
+                    name: e.spec.pod_name.clone(),
+                    labels: pod.map(|p| p.labels.clone()).unwrap_or_default(),
+                    ip: e.spec.ipv4.clone(),
+                    node: self.node.clone(),
+                    ready: e.state == EndpointState::Ready,
+                    terminating: false,
+                    named_ports: pod
+                        .map(|p| {
+                            p.named_ports
+                                .iter()
+                                .map(|n| (n.name.clone(), n.port, n.proto.to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Re-derives the backends of Services with selectors after pods or endpoints changed.
+    pub(crate) fn sync_service_pods(&mut self) -> anyhow::Result<()> {
+        let pods = self.pod_endpoints();
+        self.services
+            .sync_pods(&pods)
+            .context("updating service backends")
+    }
+
+    /// Attaches the NodePort program to external devices that appeared and follows the node's
+    /// addresses (NodePort frontends). Called periodically.
+    pub fn scan_devices(&mut self) {
+        for dev in node::external_devices() {
+            if self.devices.contains(&dev) {
+                continue;
+            }
+            match self.datapath.attach_netdev(&dev) {
+                Ok(_) => {
+                    info!(device = %dev, "NodePort program attached");
+                    self.devices.insert(dev);
+                }
+                Err(e) => warn!(device = %dev, error = %e, "attaching the NodePort program"),
+            }
+        }
+        let present = node::external_devices();
+        self.devices.retain(|d| present.contains(d));
+        if let Err(e) = self.services.set_node_addresses(node::addresses()) {
+            warn!(error = %e, "updating NodePort frontends");
+        }
     }
 
     fn commit_objects(&mut self, before: objects::Objects) -> anyhow::Result<()> {
@@ -411,6 +553,11 @@ impl Agent {
                     m::IPCACHE.to_string(),
                     maps.ipcache_entries()?.len() as u64,
                     m::IPCACHE_MAX as u64,
+                ),
+                (
+                    m::LB_REVNAT.to_string(),
+                    self.services.frontend_count() as u64,
+                    m::LB_REVNAT_MAX as u64,
                 ),
             ],
             endpoints: self.state.endpoints.len(),

@@ -8,6 +8,7 @@ mod node;
 mod objects;
 mod reconcile;
 mod server;
+mod services;
 mod state;
 
 use std::{path::PathBuf, sync::Arc};
@@ -55,6 +56,9 @@ pub struct Args {
     /// Agent metrics (Prometheus) address (empty to disable).
     #[arg(long, default_value = "0.0.0.0:9962")]
     pub metrics_listen: String,
+    /// cgroup (v2 directory) of the node's pods: socket-level load balancing is attached to it.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
     /// Flow metrics (Prometheus) address (empty to disable).
     #[arg(long, default_value = "0.0.0.0:9965")]
     pub flow_metrics_listen: String,
@@ -98,8 +102,10 @@ fn main() -> anyhow::Result<()> {
         pod_cidr,
         &state_dir,
         &args.bpf_root.join(&args.node),
+        args.cgroup.as_deref(),
     )
     .context("starting the agent")?;
+    agent.scan_devices();
     let obs = observer::ObserverHandle {
         ring: Arc::new(plexus_hubble::FlowRing::new(
             args.node.clone(),
@@ -154,6 +160,17 @@ fn main() -> anyhow::Result<()> {
                         now - seen,
                     );
                     seen = now;
+                }
+            }
+        });
+        // External devices and node addresses come and go: follow them.
+        let a = agent.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if let Ok(mut a) = a.lock() {
+                    a.scan_devices();
                 }
             }
         });

@@ -90,3 +90,61 @@ pub fn ifindex(name: &str) -> Option<u32> {
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
 }
+
+/// The node's IPv4 addresses except loopback ones (NodePort frontends), sorted. `getifaddrs`
+/// asks the kernel over netlink, so it answers for the agent's network namespace.
+pub fn addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read it in between.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return out;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null()
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET
+        {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            if !ip.is_loopback() {
+                out.push(std::net::IpAddr::V4(ip));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs above, freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Devices of the node that lead outside it: everything but loopback, the pods' veths and the
+/// router device.
+pub fn external_devices() -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array ending in a zero entry, freed with
+    // if_freenameindex; names are C strings.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            if name != "lo" && !name.starts_with("lxc") && !name.starts_with("plexus_") {
+                out.push(name);
+            }
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}

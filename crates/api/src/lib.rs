@@ -71,6 +71,44 @@ pub enum Request {
     IdentityList,
     /// Copy packets of pods (by name or label) from the datapath.
     Capture(CaptureRequest),
+    /// Service frontends in force with their backends.
+    ServiceList,
+}
+
+/// One service frontend in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Frontend id (reverse-NAT index).
+    pub id: u32,
+    /// Service namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// Service port name.
+    pub port_name: String,
+    /// `address:port/PROTO`.
+    pub frontend: String,
+    /// ClusterIp, NodePort, LoadBalancer or ExternalIp.
+    pub kind: String,
+    /// random or maglev.
+    pub algorithm: String,
+    /// ClientIP affinity timeout.
+    pub affinity_seconds: Option<u64>,
+    /// Backends.
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend of a frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendView {
+    /// Backend id.
+    pub id: u32,
+    /// `address:port`.
+    pub address: String,
+    /// active or terminating.
+    pub state: String,
+    /// Runs on this node.
+    pub node_local: bool,
 }
 
 /// What to capture.
@@ -341,6 +379,11 @@ pub enum Response {
     Identities {
         /// Every identity in use.
         identities: Vec<IdentityView>,
+    },
+    /// Service frontends.
+    Services {
+        /// Frontends in force.
+        services: Vec<ServiceView>,
     },
     /// Nothing found.
     NotFound,

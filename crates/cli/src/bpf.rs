@@ -53,6 +53,11 @@ pub enum BpfCmd {
         #[command(subcommand)]
         cmd: ListCmd,
     },
+    /// The load-balancing maps: frontends with their backend slots.
+    Lb {
+        #[command(subcommand)]
+        cmd: ListCmd,
+    },
 }
 
 /// `policy get ENDPOINT`.
@@ -171,6 +176,7 @@ pub fn run(cli: &Cli, dir: &Path, cmd: &BpfCmd) -> anyhow::Result<()> {
             }
             print!("{t}");
         }
+        BpfCmd::Lb { .. } => lb_list(dir, as_json)?,
         BpfCmd::Ipcache { .. } => {
             let entries = maps.ipcache_entries()?;
             let mut t = Table::new(&["PREFIX", "IDENTITY"]);
@@ -283,5 +289,82 @@ pub fn run(cli: &Cli, dir: &Path, cmd: &BpfCmd) -> anyhow::Result<()> {
             print!("{t}");
         }
     }
+    Ok(())
+}
+
+/// `bpf lb list`: the services map read back, one row per frontend with its slots resolved
+/// through the backends map.
+fn lb_list(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+    use plexus_loader::lb_map::BpfLbStore;
+    let store = BpfLbStore::open(dir)?;
+    let backends: std::collections::BTreeMap<u32, plexus_abi::LbBackend> =
+        store.backends()?.into_iter().collect();
+    // (id, address, port, protocol) → (slot-0 value, [(slot, backend id)]).
+    type Frontends = std::collections::BTreeMap<
+        (u32, [u8; 16], u16, u8),
+        (plexus_abi::LbServiceValue, Vec<(u16, u32)>),
+    >;
+    let mut frontends: Frontends = Default::default();
+    let services = store.services()?;
+    for (k, v) in &services {
+        if k.slot == 0 {
+            let e = frontends
+                .entry((v.rev_nat, k.addr.octets(), k.port, k.proto))
+                .or_default();
+            e.0 = *v;
+        }
+    }
+    for (k, v) in &services {
+        if k.slot != 0 {
+            if let Some(e) = frontends.get_mut(&(v.rev_nat, k.addr.octets(), k.port, k.proto)) {
+                e.1.push((k.slot, v.backend_id));
+            }
+        }
+    }
+    let backend_text = |id: u32| match backends.get(&id) {
+        Some(b) => {
+            let state = if b.flags & plexus_abi::lb::LB_BACKEND_F_TERMINATING != 0 {
+                " terminating"
+            } else {
+                ""
+            };
+            format!("{}:{}{state}", ip(&b.addr), u16::from_be(b.port))
+        }
+        None => format!("#{id} (missing)"),
+    };
+    let mut rows = Vec::new();
+    for ((id, addr, port, proto), (v, mut slots)) in frontends {
+        slots.sort();
+        let frontend = format!(
+            "{}:{}/{}",
+            ip(&plexus_abi::IpAddr6::from_octets(addr)),
+            u16::from_be(port),
+            proto_name(proto)
+        );
+        let list: Vec<String> = slots
+            .iter()
+            .map(|(slot, b)| format!("{slot}={}", backend_text(*b)))
+            .collect();
+        rows.push((id, frontend, v, list));
+    }
+    if as_json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(id, f, v, l)| json!({"id": id, "frontend": f, "count": v.count, "flags": v.flags, "affinity_timeout": v.affinity_timeout, "slots": l}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut t = Table::new(&["ID", "FRONTEND", "COUNT", "FLAGS", "SLOTS"]);
+    for (id, f, v, l) in rows {
+        t.row(vec![
+            id.to_string(),
+            f,
+            v.count.to_string(),
+            format!("{:#x}", v.flags),
+            l.join(" "),
+        ]);
+    }
+    print!("{t}");
     Ok(())
 }

@@ -5,7 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Subcommand;
 use plexus_lab::{
-    probe::{format_matrix, results_grid, Protocol},
+    cluster::ProbeOptions,
+    probe::{format_matrix, results_grid, ProbeResult, Protocol, SocketLb},
     Lab,
 };
 use serde_json::json;
@@ -15,7 +16,8 @@ use crate::table::Table;
 /// Lab commands.
 #[derive(Debug, Subcommand)]
 pub enum LabCmd {
-    /// Create the lab from Kubernetes manifests (Namespace, Pod, Deployment).
+    /// Create the lab from Kubernetes manifests (Namespace, Pod, Deployment, policies, Service,
+    /// EndpointSlice, CiliumLoadBalancerIPPool).
     Up {
         /// Manifest files or directories.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -43,13 +45,13 @@ pub enum LabCmd {
         #[arg(long)]
         kill: bool,
     },
-    /// Probe DST (`ns/pod` or an IP) from pod SRC (`ns/pod`).
+    /// Probe DST (`svc/<ns>/<name>`, `ns/pod` or an IP) from SRC (`ns/pod`, or `node`).
     Probe {
-        /// Source pod, `ns/pod`.
+        /// Source: a pod, `ns/pod`, or `node` (the node's network namespace).
         src: String,
-        /// Destination: `ns/pod` or an IP address.
+        /// Destination: `svc/<ns>/<name>` (the Service's cluster IP), `ns/pod` or an IP address.
         dst: String,
-        /// Destination port.
+        /// Destination port (for a Service: the Service port).
         #[arg(long)]
         port: u16,
         /// TCP or UDP.
@@ -58,7 +60,17 @@ pub enum LabCmd {
         /// Give up after this long.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// Run the probe in the node's cgroup, where socket-level load balancing applies (`on`),
+        /// or in-process, where only the per-packet datapath does (`off`); `auto` is on for a
+        /// Service destination or the node as source.
+        #[arg(long, default_value = "auto")]
+        socket_lb: SocketLb,
+        /// Run N probes one after the other (with --json: an array of results).
+        #[arg(long)]
+        count: Option<u32>,
     },
+    /// The lab's Services: type, cluster IP, ports.
+    Services,
     /// Probe every ordered pair of pods and print the reachability grid.
     Matrix {
         /// Destination port.
@@ -116,6 +128,9 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
                 for p in &c.policies {
                     println!("{p} configured");
                 }
+                for o in &c.services {
+                    println!("{o} configured");
+                }
             }
         }
         LabCmd::Delete { files } => {
@@ -132,6 +147,9 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
                 for p in &c.policies {
                     println!("{p} deleted");
                 }
+                for o in &c.services {
+                    println!("{o} deleted");
+                }
             }
         }
         LabCmd::Down => {
@@ -140,11 +158,12 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "lab {} is down: stopped {} processes, deleted {} network namespaces, removed {} pin directories",
+                    "lab {} is down: stopped {} processes, deleted {} network namespaces, removed {} pin directories and {} cgroups",
                     lab.name(),
                     r.processes,
                     r.namespaces,
-                    r.pins
+                    r.pins,
+                    r.cgroups
                 );
             }
         }
@@ -159,41 +178,32 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
             port,
             protocol,
             timeout_ms,
+            socket_lb,
+            count,
         } => {
-            let r = lab.probe(
-                src,
-                dst,
-                *port,
-                *protocol,
-                Duration::from_millis(*timeout_ms),
-            )?;
+            let opts = ProbeOptions {
+                port: *port,
+                protocol: *protocol,
+                timeout: Duration::from_millis(*timeout_ms),
+                socket_lb: *socket_lb,
+                count: count.unwrap_or(1),
+            };
+            let results = lab.probes(src, dst, &opts)?;
             if as_json {
-                println!("{}", serde_json::to_string(&r)?);
+                match (count, results.first()) {
+                    (None, Some(r)) => println!("{}", serde_json::to_string(r)?),
+                    _ => println!("{}", serde_json::to_string(&results)?),
+                }
             } else {
-                let verdict = if r.connected {
-                    "connected"
-                } else {
-                    "NOT connected"
-                };
-                let reply = r
-                    .reply
-                    .as_deref()
-                    .map(|s| format!(", reply from {s}"))
-                    .unwrap_or_default();
-                let err = r
-                    .error
-                    .as_deref()
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default();
-                println!(
-                    "{} -> {} ({}:{} {}): {verdict}{reply}{err}",
-                    r.from, r.to, r.ip, r.port, r.protocol
-                );
+                for r in &results {
+                    println!("{}", probe_line(r));
+                }
             }
-            if !r.connected {
+            if results.is_empty() || results.iter().any(|r| !r.connected) {
                 std::process::exit(2);
             }
         }
+        LabCmd::Services => services(&lab, as_json)?,
         LabCmd::Matrix {
             port,
             protocol,
@@ -242,6 +252,72 @@ fn pods(lab: &Lab, as_json: bool) -> anyhow::Result<()> {
             p.node.clone(),
             ports.join(","),
             labels.join(","),
+        ]);
+    }
+    print!("{t}");
+    Ok(())
+}
+
+/// One probe result as a line of text.
+fn probe_line(r: &ProbeResult) -> String {
+    let verdict = if r.connected {
+        "connected"
+    } else {
+        "NOT connected"
+    };
+    let reply = r
+        .reply
+        .as_deref()
+        .map(|s| format!(", reply from {s}"))
+        .unwrap_or_default();
+    let err = r
+        .error
+        .as_deref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    format!(
+        "{} -> {} ({}:{} {}): {verdict}{reply}{err}",
+        r.from, r.to, r.ip, r.port, r.protocol
+    )
+}
+
+fn services(lab: &Lab, as_json: bool) -> anyhow::Result<()> {
+    let st = lab.state()?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&st.services)?);
+        return Ok(());
+    }
+    let mut t = Table::new(&["SERVICE", "TYPE", "CLUSTER-IP", "PORTS", "SELECTOR"]);
+    for (key, s) in &st.services {
+        let spec = &s.object["spec"];
+        let ports: Vec<String> = spec["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let node_port = p["nodePort"]
+                    .as_u64()
+                    .map(|n| format!(":{n}"))
+                    .unwrap_or_default();
+                format!(
+                    "{}{node_port}/{}",
+                    p["port"],
+                    p["protocol"].as_str().unwrap_or("TCP")
+                )
+            })
+            .collect();
+        let selector: Vec<String> = spec["selector"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        t.row(vec![
+            key.clone(),
+            spec["type"].as_str().unwrap_or("ClusterIP").to_string(),
+            s.cluster_ip.clone().unwrap_or_else(|| "None".into()),
+            ports.join(","),
+            selector.join(","),
         ]);
     }
     print!("{t}");

@@ -5,6 +5,7 @@ mod capture;
 mod lab;
 mod observe;
 mod policy;
+mod service;
 mod table;
 
 use std::{path::PathBuf, time::Duration};
@@ -55,6 +56,11 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
+    },
+    /// Services (kube-proxy replacement): frontends and their backends.
+    Service {
+        #[command(subcommand)]
+        cmd: service::ServiceCmd,
     },
     /// Security identities.
     Identity {
@@ -110,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => endpoint_list(&cli),
         Cmd::Bpf { node, cmd } => bpf::run(&cli, &bpf_dir(&cli, node.as_deref())?, cmd),
         Cmd::Policy { cmd } => policy::run(&cli, cmd),
+        Cmd::Service { cmd } => service::run(&cli, cmd),
         Cmd::Capture(a) => capture::run(&cli, a),
         Cmd::Observe(a) => observe::run(&cli, a),
         Cmd::Identity {

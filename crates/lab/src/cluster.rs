@@ -21,9 +21,9 @@ use tracing::{info, warn};
 
 use crate::{
     manifest::{self, Loaded, Object},
-    probe::{self, ProbeJob, ProbeResult, Protocol},
-    process,
-    state::{LabState, NodeState, PodState, PortState},
+    probe::{self, ProbeJob, ProbeProcess, ProbeResult, Protocol, SocketLb},
+    process, services,
+    state::{LabState, NodeState, PodState, PortState, ServiceState},
     LabError,
 };
 
@@ -70,6 +70,9 @@ pub struct Changes {
     pub relabelled: Vec<String>,
     /// Policies applied or deleted (`Kind ns/name`).
     pub policies: Vec<String>,
+    /// Services, EndpointSlices and LoadBalancer pools applied or deleted (`Kind ns/name`, or
+    /// `Kind name` for a pool).
+    pub services: Vec<String>,
 }
 
 /// What `down` removed.
@@ -81,6 +84,8 @@ pub struct DownReport {
     pub namespaces: usize,
     /// Pin directories removed.
     pub pins: usize,
+    /// Cgroup directories removed.
+    pub cgroups: usize,
 }
 
 impl Lab {
@@ -196,6 +201,10 @@ impl Lab {
 
     fn start_node(&self, st: &mut LabState) -> Result<(), LabError> {
         let netns_name = format!("{}node1", self.netns_prefix());
+        // The node's pods (and agent) run in a cgroup of their own, named like the node's
+        // namespace: socket-level load balancing attaches there, never to a shared cgroup.
+        let cgroup = process::cgroup2_mount()?.join(&netns_name);
+        fs::create_dir_all(&cgroup).map_err(|e| LabError::io(&cgroup, e))?;
         let node_ns = netns_add(&netns_name)?;
         // Pod-to-pod never needs forwarding (the datapath redirects), but traffic between pods
         // and hosts beyond the node is routed by the node's stack.
@@ -212,6 +221,7 @@ impl Lab {
             socket: dir.join("agent.sock"),
             state_dir: dir.join("state"),
             agent_pid: 0,
+            cgroup: Some(cgroup),
         };
         node.agent_pid = self.spawn_agent(&node)?;
         st.nodes.push(node);
@@ -220,7 +230,7 @@ impl Lab {
 
     /// Starts a node's agent and waits until it answers.
     fn spawn_agent(&self, node: &NodeState) -> Result<i32, LabError> {
-        let args = vec![
+        let mut args = vec![
             "--node".to_string(),
             node.name.clone(),
             "--pod-cidr".into(),
@@ -230,15 +240,32 @@ impl Lab {
             "--state-dir".into(),
             node.state_dir.display().to_string(),
         ];
+        if let Some(cgroup) = &node.cgroup {
+            if self.agent_takes_cgroup() {
+                args.extend(["--cgroup".to_string(), cgroup.display().to_string()]);
+            }
+        }
         let log = self.root.join("logs").join("agent-node1.log");
         let pid = process::spawn_in_netns(
             &netns_path(&node.netns),
             &self.bin("plexus-agent"),
             &args,
             &log,
+            node.cgroup.as_deref(),
         )?;
         wait_agent(&node.name, &node.socket, pid, &log)?;
         Ok(pid)
+    }
+
+    /// Whether this build of `plexus-agent` has the `--cgroup` option (agents built before
+    /// socket-level load balancing do not; they run without it).
+    fn agent_takes_cgroup(&self) -> bool {
+        Command::new(self.bin("plexus-agent"))
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--cgroup"))
     }
 
     /// Restarts the node agents: gracefully (SIGTERM), or as a crash (SIGKILL) when `kill`.
@@ -273,12 +300,18 @@ impl Lab {
     fn apply_objects(&self, st: &mut LabState, objects: &[Loaded]) -> Result<Changes, LabError> {
         let p = plan(st, objects)?;
         let node = self.node(st)?.clone();
-        // The agent checks the policies too; it refuses before anything changes.
-        if !p.policies.is_empty() {
+        // The agent checks the policies and services too; it refuses before anything changes.
+        let lb_objects = p.lb_objects();
+        if !p.policies.is_empty() || !lb_objects.is_empty() {
             agent_call(
                 &node,
                 &Request::ValidateObjects {
-                    objects: p.policies.values().cloned().collect(),
+                    objects: p
+                        .policies
+                        .values()
+                        .cloned()
+                        .chain(lb_objects.iter().cloned())
+                        .collect(),
                 },
             )?;
         }
@@ -340,6 +373,30 @@ impl Lab {
                 st.policies.insert(k, v);
             }
         }
+        // Services, their slices and pools once their pods exist (the agent derives the slices
+        // of selector Services from the pods it knows).
+        if !lb_objects.is_empty() {
+            agent_call(
+                &node,
+                &Request::ApplyObjects {
+                    objects: lb_objects,
+                },
+            )?;
+            for (k, v) in p.services {
+                changes.services.push(format!("Service {k}"));
+                st.services.insert(k, v);
+            }
+            for (k, v) in p.slices {
+                changes.services.push(format!("EndpointSlice {k}"));
+                st.endpoint_slices.insert(k, v);
+            }
+            for (k, v) in p.pools {
+                changes
+                    .services
+                    .push(format!("{} {k}", manifest::LB_POOL_KIND));
+                st.lb_pools.insert(k, v);
+            }
+        }
         st.save(&self.state_path())?;
         Ok(changes)
     }
@@ -354,6 +411,8 @@ impl Lab {
         let mut namespaces = Vec::new();
         let mut deployments = Vec::new();
         let mut policies: Vec<(String, ObjectRef)> = Vec::new();
+        // Services, EndpointSlices and pools: (state key, reference).
+        let mut lb: Vec<(String, ObjectRef)> = Vec::new();
         for l in &objects {
             let ns = l.object.namespace().unwrap_or_default();
             let name = l.object.name();
@@ -398,6 +457,36 @@ impl Lab {
                         },
                     ));
                 }
+                Object::Service(_) | Object::EndpointSlice(_) | Object::LbPool(_) => {
+                    let kind = l.object.kind();
+                    let (key, found) = match &l.object {
+                        Object::Service(_) => {
+                            let key = format!("{ns}/{name}");
+                            let found = st.services.contains_key(&key);
+                            (key, found)
+                        }
+                        Object::EndpointSlice(_) => {
+                            let key = format!("{ns}/{name}");
+                            let found = st.endpoint_slices.contains_key(&key);
+                            (key, found)
+                        }
+                        _ => (name.clone(), st.lb_pools.contains_key(&name)),
+                    };
+                    if !found {
+                        return Err(LabError::Invalid(format!(
+                            "{}: {kind} {key} not found",
+                            l.source
+                        )));
+                    }
+                    lb.push((
+                        format!("{kind} {key}"),
+                        ObjectRef {
+                            kind: kind.to_string(),
+                            namespace: l.object.namespace(),
+                            name: name.clone(),
+                        },
+                    ));
+                }
                 Object::Deployment(_) => {
                     let key = format!("{ns}/{name}");
                     if !st.deployments.contains_key(&key) {
@@ -416,8 +505,58 @@ impl Lab {
                 }
             }
         }
+        // A deleted namespace takes its Services and EndpointSlices with it.
+        for ns in &namespaces {
+            let prefix = format!("{ns}/");
+            for (kind, keys) in [
+                ("Service", st.services.keys().collect::<Vec<_>>()),
+                ("EndpointSlice", st.endpoint_slices.keys().collect()),
+            ] {
+                for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
+                    let tag = format!("{kind} {key}");
+                    if lb.iter().any(|(t, _)| *t == tag) {
+                        continue;
+                    }
+                    lb.push((
+                        tag,
+                        ObjectRef {
+                            kind: kind.to_string(),
+                            namespace: Some(ns.clone()),
+                            name: key[prefix.len()..].to_string(),
+                        },
+                    ));
+                }
+            }
+        }
         let mut changes = Changes::default();
         let node = self.node(&st)?.clone();
+        if !lb.is_empty() {
+            agent_call(
+                &node,
+                &Request::DeleteObjects {
+                    refs: lb.iter().map(|(_, r)| r.clone()).collect(),
+                },
+            )?;
+            for (tag, r) in lb {
+                let key = match &r.namespace {
+                    Some(ns) => format!("{ns}/{}", r.name),
+                    None => r.name.clone(),
+                };
+                match r.kind.as_str() {
+                    "Service" => {
+                        st.services.remove(&key);
+                    }
+                    "EndpointSlice" => {
+                        st.endpoint_slices.remove(&key);
+                    }
+                    _ => {
+                        st.lb_pools.remove(&key);
+                    }
+                }
+                changes.services.push(tag);
+            }
+            st.save(&self.state_path())?;
+        }
         if !policies.is_empty() {
             agent_call(
                 &node,
@@ -573,6 +712,7 @@ impl Lab {
                 &self.bin("plexus-workload"),
                 &args,
                 &log,
+                node.cgroup.as_deref(),
             )?);
             wait_listening(&netns, &pod)?;
         }
@@ -632,10 +772,17 @@ impl Lab {
         for ns in &namespaces {
             pids.extend(netns_pids(&netns_path(ns)));
         }
+        let cgroups = self.cgroups(st.as_ref());
+        let in_cgroups: BTreeSet<i32> = cgroups
+            .iter()
+            .flat_map(|c| process::cgroup_pids(c))
+            .collect();
+        pids.extend(&in_cgroups);
         for pid in pids.into_iter().filter(|p| process::alive(*p)) {
-            // Only stop processes that are ours: in one of our namespaces or recorded by us and
-            // still running one of our binaries.
+            // Only stop processes that are ours: in one of our namespaces or cgroups, or
+            // recorded by us and still running one of our binaries.
             if is_lab_process(pid, &self.bin_dir)
+                || in_cgroups.contains(&pid)
                 || namespaces
                     .iter()
                     .any(|ns| netns_pids(&netns_path(ns)).contains(&pid))
@@ -649,6 +796,13 @@ impl Lab {
                 warn!(netns = %ns, error = %e, "deleting namespace");
             } else {
                 report.namespaces += 1;
+            }
+        }
+        for cgroup in &cgroups {
+            match process::remove_cgroup(cgroup) {
+                Ok(true) => report.cgroups += 1,
+                Ok(false) => {}
+                Err(e) => warn!(cgroup = %cgroup.display(), error = %e, "removing cgroup"),
             }
         }
         let pins = Path::new(BPF_ROOT).join(self.node_name());
@@ -665,8 +819,47 @@ impl Lab {
         Ok(report)
     }
 
-    /// Resolves a probe destination: `ns/pod` or an IP address.
+    /// The lab's cgroups: those its record names, and (after a crash) every directory of the
+    /// cgroup2 mount named with the lab's prefix.
+    fn cgroups(&self, st: Option<&LabState>) -> Vec<PathBuf> {
+        let mut found: BTreeSet<PathBuf> = st
+            .into_iter()
+            .flat_map(|st| st.nodes.iter().filter_map(|n| n.cgroup.clone()))
+            .collect();
+        if let Ok(mount) = process::cgroup2_mount() {
+            let prefix = self.netns_prefix();
+            for entry in fs::read_dir(&mount).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix)
+                    && entry.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    found.insert(entry.path());
+                }
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// Resolves a probe destination: `svc/<ns>/<name>` (the Service's cluster IP), `ns/pod` or
+    /// an IP address. Returns the name to report and the address.
     fn destination(&self, st: &LabState, dst: &str) -> Result<(String, IpAddr), LabError> {
+        if let Some(key) = dst.strip_prefix(SERVICE_PREFIX) {
+            let svc = st.services.get(key).ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "Service {key:?} not found (Services are named svc/<namespace>/<name>)"
+                ))
+            })?;
+            let ip = svc
+                .cluster_ip
+                .as_deref()
+                .ok_or_else(|| {
+                    LabError::Invalid(format!(
+                        "Service {key} has no cluster IP (headless or ExternalName)"
+                    ))
+                })?
+                .parse()
+                .map_err(|_| LabError::State(format!("Service {key}: bad cluster IP")))?;
+            return Ok((dst.to_string(), ip));
+        }
         if let Ok(ip) = dst.parse::<IpAddr>() {
             let name = st
                 .pods
@@ -683,7 +876,8 @@ impl Lab {
         Ok((pod.key(), ip))
     }
 
-    /// Probes `dst` (`ns/pod` or an IP) from pod `src`.
+    /// Probes `dst` (`svc/ns/name`, `ns/pod` or an IP) from `src` (`ns/pod`, or `node` for the
+    /// node's network namespace).
     pub fn probe(
         &self,
         src: &str,
@@ -692,18 +886,77 @@ impl Lab {
         protocol: Protocol,
         timeout: Duration,
     ) -> Result<ProbeResult, LabError> {
-        let st = self.state()?;
-        let from = pod(&st, src)?;
-        let (to, ip) = self.destination(&st, dst)?;
-        Ok(probe::probe(
-            &netns_path(&from.netns),
-            &from.key(),
-            &to,
-            ip,
+        let opts = ProbeOptions {
             port,
             protocol,
             timeout,
-        ))
+            ..ProbeOptions::default()
+        };
+        self.probes(src, dst, &opts)?
+            .pop()
+            .ok_or_else(|| LabError::Invalid("no probe ran".into()))
+    }
+
+    /// Runs `opts.count` probes of `dst` from `src`, one after the other (see [`Lab::probe`] for
+    /// the names). With socket-level load balancing on, each runs in its own process in the
+    /// node's cgroup, so each connection is balanced anew.
+    pub fn probes(
+        &self,
+        src: &str,
+        dst: &str,
+        opts: &ProbeOptions,
+    ) -> Result<Vec<ProbeResult>, LabError> {
+        let st = self.state()?;
+        let node = self.node(&st)?;
+        let (from, netns) = if src == NODE_SOURCE {
+            (NODE_SOURCE.to_string(), netns_path(&node.netns))
+        } else {
+            let from = pod(&st, src)?;
+            (from.key(), netns_path(&from.netns))
+        };
+        let (to, ip) = self.destination(&st, dst)?;
+        let socket_lb = match opts.socket_lb {
+            SocketLb::On => true,
+            SocketLb::Off => false,
+            SocketLb::Auto => dst.starts_with(SERVICE_PREFIX) || src == NODE_SOURCE,
+        };
+        let workload = self.bin("plexus-workload");
+        let cgroup = match (socket_lb, &node.cgroup) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c.clone()),
+            (true, None) => {
+                return Err(LabError::Invalid(format!(
+                    "lab {:?} has no node cgroup (it was created by an older plexus);                      recreate it, or probe with --socket-lb off",
+                    self.name
+                )))
+            }
+        };
+        Ok((0..opts.count.max(1))
+            .map(|_| match &cgroup {
+                Some(cgroup) => probe::probe_in_cgroup(
+                    &ProbeProcess {
+                        workload: &workload,
+                        netns: &netns,
+                        cgroup,
+                    },
+                    &from,
+                    &to,
+                    ip,
+                    opts.port,
+                    opts.protocol,
+                    opts.timeout,
+                ),
+                None => probe::probe(
+                    &netns,
+                    &from,
+                    &to,
+                    ip,
+                    opts.port,
+                    opts.protocol,
+                    opts.timeout,
+                ),
+            })
+            .collect())
     }
 
     /// Probes every ordered pair of `pods` (all pods when `None`), in parallel.
@@ -745,6 +998,39 @@ impl Lab {
     }
 }
 
+/// The probe source that means the node's own network namespace.
+pub const NODE_SOURCE: &str = "node";
+
+/// The prefix of a probe destination that names a Service: `svc/<ns>/<name>`.
+pub const SERVICE_PREFIX: &str = "svc/";
+
+/// How [`Lab::probes`] probes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeOptions {
+    /// Destination port (the Service port for a Service).
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// How long each probe may take.
+    pub timeout: Duration,
+    /// Whether the probes run where the cgroup socket hooks apply.
+    pub socket_lb: SocketLb,
+    /// How many probes to run, one after the other (at least one runs).
+    pub count: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            port: 80,
+            protocol: Protocol::TCP,
+            timeout: Duration::from_secs(1),
+            socket_lb: SocketLb::Auto,
+            count: 1,
+        }
+    }
+}
+
 /// Looks a pod up by `ns/name`.
 pub fn pod<'a>(st: &'a LabState, key: &str) -> Result<&'a PodState, LabError> {
     st.pods.get(key).ok_or_else(|| {
@@ -763,6 +1049,24 @@ struct Plan {
     delete: Vec<String>,
     /// Policies by `Kind ns/name`, as written.
     policies: BTreeMap<String, serde_json::Value>,
+    /// Services by `ns/name`, allocated and defaulted.
+    services: Vec<(String, ServiceState)>,
+    /// EndpointSlices by `ns/name`, as written.
+    slices: BTreeMap<String, serde_json::Value>,
+    /// LoadBalancer pools by name, as written.
+    pools: BTreeMap<String, serde_json::Value>,
+}
+
+impl Plan {
+    /// The Service-side objects (Services, EndpointSlices, pools) for the agent.
+    fn lb_objects(&self) -> Vec<serde_json::Value> {
+        self.services
+            .iter()
+            .map(|(_, s)| s.object.clone())
+            .chain(self.slices.values().cloned())
+            .chain(self.pools.values().cloned())
+            .collect()
+    }
 }
 
 fn ns_labels(name: &str, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -781,11 +1085,56 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
         }
     }
     let ns_exists = |ns: &str| st.namespaces.contains_key(ns) || p.namespaces.contains_key(ns);
+    let missing_ns = |l: &Loaded, ns: &str| {
+        LabError::Invalid(format!(
+            "{}: {} {ns}/{}: field metadata.namespace: namespace {ns:?} does not exist",
+            l.source,
+            l.object.kind(),
+            l.object.name()
+        ))
+    };
     let mut seen = BTreeSet::new();
+    let mut applied_services = Vec::new();
     for l in objects {
         let (ns, name) = (l.object.namespace().unwrap_or_default(), l.object.name());
+        let key = format!("{ns}/{name}");
         let pods = match &l.object {
             Object::Namespace(_) => continue,
+            Object::Service(svc) => {
+                if !ns_exists(&ns) {
+                    return Err(missing_ns(l, &ns));
+                }
+                if applied_services
+                    .iter()
+                    .any(|a: &services::Applied<'_>| a.key == key)
+                {
+                    return Err(LabError::Invalid(format!(
+                        "{}: Service {key} is defined twice",
+                        l.source
+                    )));
+                }
+                applied_services.push(services::Applied {
+                    key,
+                    service: svc,
+                    source: &l.source,
+                });
+                continue;
+            }
+            Object::EndpointSlice(slice) => {
+                if !ns_exists(&ns) {
+                    return Err(missing_ns(l, &ns));
+                }
+                let mut slice = slice.clone();
+                slice.metadata.namespace = Some(ns.clone());
+                let value = serde_json::to_value(&slice)
+                    .map_err(|e| LabError::Invalid(format!("{}: {key}: {e}", l.source)))?;
+                p.slices.insert(key, value);
+                continue;
+            }
+            Object::LbPool(pool) => {
+                p.pools.insert(name, pool.value.clone());
+                continue;
+            }
             Object::Policy(pol) => {
                 if l.object.namespace().is_some() && !ns_exists(&ns) {
                     return Err(LabError::Invalid(format!(
@@ -853,6 +1202,7 @@ fn plan(st: &LabState, objects: &[Loaded]) -> Result<Plan, LabError> {
             });
         }
     }
+    p.services = services::allocate(&st.services, &applied_services)?;
     Ok(p)
 }
 

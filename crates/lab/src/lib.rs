@@ -5,6 +5,7 @@ pub mod cluster;
 mod error;
 pub mod probe;
 mod process;
+pub mod services;
 pub mod state;
 pub mod workload;
 

@@ -1,16 +1,21 @@
 //! Kubernetes manifests for the lab: plain YAML (files, directories, multi-document streams,
 //! `kind: List`) read into typed objects, validated strictly with errors that name the file, the
 //! object and the field, plus the bits of controller logic the lab needs (Deployment → Pods,
-//! namespace labels, container ports).
+//! namespace labels, container ports). Services, EndpointSlices and LoadBalancer IP pools are
+//! validated as the API server would; address allocation is in [`crate::services`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, Pod, PodSpec, PodTemplateSpec, Service, ServicePort,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::Resource;
 use serde::de::DeserializeOwned;
@@ -49,6 +54,78 @@ pub enum Object {
     /// CiliumNetworkPolicy` or `CiliumClusterwideNetworkPolicy`, validated by `plexus-policy`
     /// and kept as written, for the agent.
     Policy(Box<PolicyObject>),
+    /// A `v1 Service`, validated as the API server would (addresses are allocated later, by
+    /// [`crate::services`]).
+    Service(Service),
+    /// A `discovery.k8s.io/v1 EndpointSlice`.
+    EndpointSlice(EndpointSlice),
+    /// A `cilium.io/v2alpha1` (or `v2`) `CiliumLoadBalancerIPPool`, kept as written for the agent.
+    LbPool(Box<LbPoolObject>),
+}
+
+/// A `CiliumLoadBalancerIPPool`: its metadata, the document as written, and the decoded spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbPoolObject {
+    /// `cilium.io/v2alpha1` or `cilium.io/v2`.
+    pub api_version: &'static str,
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// The document as written (what the agent receives).
+    pub value: Value,
+    /// The decoded spec.
+    pub spec: LbPoolSpec,
+}
+
+/// The kind of Cilium's LoadBalancer address pools.
+pub const LB_POOL_KIND: &str = "CiliumLoadBalancerIPPool";
+
+/// The document shape of a `CiliumLoadBalancerIPPool`, for strict decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LbPoolDocument {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: LbPoolSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Value>,
+}
+
+/// `spec` of a `CiliumLoadBalancerIPPool`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LbPoolSpec {
+    /// `blocks`: the address blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<LbPoolBlock>,
+    /// `serviceSelector`: which Services may take addresses from the pool (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_selector: Option<LabelSelector>,
+    /// `allowFirstLastIPs`: `Yes` or `No`.
+    #[serde(
+        default,
+        rename = "allowFirstLastIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow_first_last_ips: Option<String>,
+    /// `disabled`: no new allocations from the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// One entry of a pool's `blocks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LbPoolBlock {
+    /// `cidr`: a block in CIDR notation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// `start`: first address of a range (refused by the lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// `stop`: last address of a range (refused by the lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
 }
 
 /// A policy object: its metadata, the document as written, and the parsed rules.
@@ -74,6 +151,9 @@ impl Object {
             Object::Pod(_) => Pod::KIND,
             Object::Deployment(_) => Deployment::KIND,
             Object::Policy(p) => p.kind,
+            Object::Service(_) => Service::KIND,
+            Object::EndpointSlice(_) => EndpointSlice::KIND,
+            Object::LbPool(_) => LB_POOL_KIND,
         }
     }
 
@@ -84,17 +164,22 @@ impl Object {
             Object::Pod(_) => Pod::API_VERSION,
             Object::Deployment(_) => Deployment::API_VERSION,
             Object::Policy(p) => p.api_version,
+            Object::Service(_) => Service::API_VERSION,
+            Object::EndpointSlice(_) => EndpointSlice::API_VERSION,
+            Object::LbPool(p) => p.api_version,
         }
     }
 
     /// The namespace of a namespaced object (`default` when unset); `None` for a Namespace.
     pub fn namespace(&self) -> Option<String> {
         match self {
-            Object::Namespace(_) => None,
+            Object::Namespace(_) | Object::LbPool(_) => None,
             Object::Policy(p) if p.kind == CCNP_KIND => None,
-            Object::Pod(_) | Object::Deployment(_) | Object::Policy(_) => {
-                Some(namespace_or_default(self.metadata()).to_owned())
-            }
+            Object::Pod(_)
+            | Object::Deployment(_)
+            | Object::Policy(_)
+            | Object::Service(_)
+            | Object::EndpointSlice(_) => Some(namespace_or_default(self.metadata()).to_owned()),
         }
     }
 
@@ -110,6 +195,9 @@ impl Object {
             Object::Pod(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::Policy(p) => &p.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::LbPool(p) => &p.metadata,
         }
     }
 }
@@ -346,6 +434,30 @@ const KINDS: &[KindSpec] = &[
         namespaced: false,
         decode: decode_policy,
     },
+    KindSpec {
+        api_version: Service::API_VERSION,
+        kind: Service::KIND,
+        namespaced: true,
+        decode: decode_service,
+    },
+    KindSpec {
+        api_version: EndpointSlice::API_VERSION,
+        kind: EndpointSlice::KIND,
+        namespaced: true,
+        decode: decode_endpoint_slice,
+    },
+    KindSpec {
+        api_version: "cilium.io/v2alpha1",
+        kind: LB_POOL_KIND,
+        namespaced: false,
+        decode: decode_lb_pool,
+    },
+    KindSpec {
+        api_version: CILIUM_API_VERSION,
+        kind: LB_POOL_KIND,
+        namespaced: false,
+        decode: decode_lb_pool,
+    },
 ];
 
 /// apiVersion of Cilium's policy kinds.
@@ -395,12 +507,18 @@ fn supported_kinds() -> String {
         .join(", ")
 }
 
-/// The apiVersion the lab accepts for `kind`.
-fn expected_api_version(kind: &str) -> &'static str {
-    KINDS
+/// The apiVersions the lab accepts for `kind`, e.g. `cilium.io/v2alpha1 or cilium.io/v2`.
+fn expected_api_version(kind: &str) -> String {
+    let versions: Vec<&str> = KINDS
         .iter()
-        .find(|k| k.kind == kind)
-        .map_or(LIST_API_VERSION, |k| k.api_version)
+        .filter(|k| k.kind == kind)
+        .map(|k| k.api_version)
+        .collect();
+    if versions.is_empty() {
+        LIST_API_VERSION.to_owned()
+    } else {
+        versions.join(" or ")
+    }
 }
 
 /// Reads every manifest under `paths`, in order. A path may be a file or a directory, whose
@@ -637,7 +755,10 @@ fn decode_object(
     api_version: &str,
     kind: &str,
 ) -> Result<Object, ManifestError> {
-    let spec = KINDS.iter().find(|k| k.kind == kind);
+    let spec = KINDS
+        .iter()
+        .find(|k| k.kind == kind && k.api_version == api_version)
+        .or_else(|| KINDS.iter().find(|k| k.kind == kind));
     let at = Box::new(Origin {
         source: source.clone(),
         object: identity(value, kind, spec.map(|s| s.namespaced)),
@@ -881,6 +1002,442 @@ fn decode_deployment(value: &Value, ctx: &Ctx<'_>) -> Result<Object, ManifestErr
     Ok(Object::Deployment(deployment))
 }
 
+/// The Service types Kubernetes knows.
+const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+
+/// The range of node ports the API server allocates from and accepts (its default
+/// `--service-node-port-range`).
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i32> = 30000..=32767;
+
+/// Longest `sessionAffinityConfig.clientIP.timeoutSeconds` the API server accepts (one day).
+const MAX_AFFINITY_TIMEOUT: i32 = 86_400;
+
+/// Decodes and validates a Service the way the API server does before allocating addresses.
+fn decode_service(value: &Value, ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
+    let svc: Service = decode_strict(value, ctx)?;
+    validate_name(&svc.metadata, ctx, dns1035_label)?;
+    validate_namespace_field(&svc.metadata, ctx)?;
+    validate_labels(svc.metadata.labels.as_ref(), ctx, "metadata.labels")?;
+    let spec = svc
+        .spec
+        .as_ref()
+        .ok_or_else(|| ctx.invalid("spec", "required"))?;
+    let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !SERVICE_TYPES.contains(&ty) {
+        return Err(ctx.invalid(
+            "spec.type",
+            format!(
+                "invalid value {ty:?}: must be one of {}",
+                SERVICE_TYPES.join(", ")
+            ),
+        ));
+    }
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or("");
+    if !cluster_ip.is_empty() && cluster_ip != "None" && cluster_ip.parse::<IpAddr>().is_err() {
+        return Err(ctx.invalid(
+            "spec.clusterIP",
+            format!("invalid value {cluster_ip:?}: must be empty, \"None\" or an IP address"),
+        ));
+    }
+    for (i, ip) in spec.cluster_ips.iter().flatten().enumerate() {
+        let field = format!("spec.clusterIPs[{i}]");
+        if ip != "None" && ip.parse::<IpAddr>().is_err() {
+            return Err(ctx.invalid(
+                &field,
+                format!("invalid value {ip:?}: must be \"None\" or an IP address"),
+            ));
+        }
+        if i == 0 && !cluster_ip.is_empty() && ip != cluster_ip {
+            return Err(ctx.invalid(
+                &field,
+                format!("invalid value {ip:?}: must match spec.clusterIP {cluster_ip:?}"),
+            ));
+        }
+    }
+    if cluster_ip.is_empty() {
+        if let Some(first) = spec.cluster_ips.iter().flatten().next() {
+            return Err(ctx.invalid(
+                "spec.clusterIP",
+                format!("required when spec.clusterIPs is set (to {first:?})"),
+            ));
+        }
+    }
+    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
+        match family.as_str() {
+            "IPv4" => {}
+            "IPv6" => {
+                return Err(ctx.invalid(
+                    &format!("spec.ipFamilies[{i}]"),
+                    "invalid value \"IPv6\": the lab's services are IPv4 single-stack",
+                ))
+            }
+            other => {
+                return Err(ctx.invalid(
+                    &format!("spec.ipFamilies[{i}]"),
+                    format!("invalid value {other:?}: must be IPv4 or IPv6"),
+                ))
+            }
+        }
+    }
+    if let Some(policy) = spec.ip_family_policy.as_deref() {
+        if !matches!(
+            policy,
+            "SingleStack" | "PreferDualStack" | "RequireDualStack"
+        ) {
+            return Err(ctx.invalid(
+                "spec.ipFamilyPolicy",
+                format!(
+                    "invalid value {policy:?}: must be one of SingleStack, PreferDualStack, \
+                     RequireDualStack"
+                ),
+            ));
+        }
+    }
+    if ty == "ExternalName" {
+        let name = spec.external_name.as_deref().unwrap_or("");
+        if name.is_empty() {
+            return Err(ctx.invalid("spec.externalName", "required for type ExternalName"));
+        }
+        dns1123_subdomain(name.trim_end_matches('.')).map_err(|m| {
+            ctx.invalid("spec.externalName", format!("invalid value {name:?}: {m}"))
+        })?;
+        if !cluster_ip.is_empty() {
+            return Err(ctx.invalid(
+                "spec.clusterIP",
+                format!("invalid value {cluster_ip:?}: must be empty for type ExternalName"),
+            ));
+        }
+    }
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() && ty != "ExternalName" && cluster_ip != "None" {
+        return Err(ctx.invalid(
+            "spec.ports",
+            "at least one port is required (unless clusterIP is \"None\" or type is ExternalName)",
+        ));
+    }
+    validate_service_ports(ports, ty, ctx)?;
+    validate_labels(spec.selector.as_ref(), ctx, "spec.selector")?;
+    match spec.session_affinity.as_deref() {
+        None | Some("None") => {
+            if spec.session_affinity_config.is_some() {
+                return Err(ctx.invalid(
+                    "spec.sessionAffinityConfig",
+                    "must not be set when spec.sessionAffinity is None",
+                ));
+            }
+        }
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            if let Some(t) = timeout.filter(|t| !(1..=MAX_AFFINITY_TIMEOUT).contains(t)) {
+                return Err(ctx.invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!(
+                        "invalid value {t}: must be between 1 and {MAX_AFFINITY_TIMEOUT}, inclusive"
+                    ),
+                ));
+            }
+        }
+        Some(other) => {
+            return Err(ctx.invalid(
+                "spec.sessionAffinity",
+                format!("invalid value {other:?}: must be None or ClientIP"),
+            ))
+        }
+    }
+    if let Some(policy) = spec.external_traffic_policy.as_deref() {
+        if !matches!(policy, "Cluster" | "Local") {
+            return Err(ctx.invalid(
+                "spec.externalTrafficPolicy",
+                format!("invalid value {policy:?}: must be Cluster or Local"),
+            ));
+        }
+        if !matches!(ty, "NodePort" | "LoadBalancer") && spec.external_ips.is_none() {
+            return Err(ctx.invalid(
+                "spec.externalTrafficPolicy",
+                format!("may only be set when type is NodePort or LoadBalancer (type is {ty})"),
+            ));
+        }
+    }
+    if let Some(policy) = spec.internal_traffic_policy.as_deref() {
+        if !matches!(policy, "Cluster" | "Local") {
+            return Err(ctx.invalid(
+                "spec.internalTrafficPolicy",
+                format!("invalid value {policy:?}: must be Cluster or Local"),
+            ));
+        }
+    }
+    for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
+        if ip.parse::<IpAddr>().is_err() {
+            return Err(ctx.invalid(
+                &format!("spec.externalIPs[{i}]"),
+                format!("invalid value {ip:?}: must be an IP address"),
+            ));
+        }
+    }
+    if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|ip| !ip.is_empty()) {
+        if ip.parse::<IpAddr>().is_err() {
+            return Err(ctx.invalid(
+                "spec.loadBalancerIP",
+                format!("invalid value {ip:?}: must be an IP address"),
+            ));
+        }
+    }
+    for (i, range) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        parse_cidr(range).map_err(|m| {
+            ctx.invalid(
+                &format!("spec.loadBalancerSourceRanges[{i}]"),
+                format!("invalid value {range:?}: {m}"),
+            )
+        })?;
+    }
+    Ok(Object::Service(svc))
+}
+
+/// A Service's ports: numbers, protocols, names (required and unique when there are several),
+/// target ports, node ports (in range, only for NodePort and LoadBalancer).
+fn validate_service_ports(
+    ports: &[ServicePort],
+    ty: &str,
+    ctx: &Ctx<'_>,
+) -> Result<(), ManifestError> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut names = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut node_ports = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        let field = |f: &str| join(&at, f);
+        match port.name.as_deref().filter(|n| !n.is_empty()) {
+            None if ports.len() > 1 => {
+                return Err(ctx.invalid(
+                    &field("name"),
+                    "required when the Service has more than one port",
+                ))
+            }
+            None => {}
+            Some(name) => {
+                dns1123_label(name).map_err(|m| {
+                    ctx.invalid(&field("name"), format!("invalid value {name:?}: {m}"))
+                })?;
+                if !names.insert(name) {
+                    return Err(
+                        ctx.invalid(&field("name"), format!("duplicate port name {name:?}"))
+                    );
+                }
+            }
+        }
+        if !(1..=65535).contains(&port.port) {
+            return Err(ctx.invalid(
+                &field("port"),
+                format!(
+                    "invalid value {}: must be between 1 and 65535, inclusive",
+                    port.port
+                ),
+            ));
+        }
+        let protocol = port.protocol.as_deref().unwrap_or("TCP");
+        if !PROTOCOLS.contains(&protocol) {
+            return Err(ctx.invalid(
+                &field("protocol"),
+                format!("invalid value {protocol:?}: must be one of TCP, UDP, SCTP"),
+            ));
+        }
+        if !seen.insert((port.port, protocol)) {
+            return Err(ctx.invalid(&at, format!("duplicate port {}/{protocol}", port.port)));
+        }
+        match &port.target_port {
+            None => {}
+            Some(IntOrString::Int(n)) if (1..=65535).contains(n) => {}
+            Some(IntOrString::Int(n)) => {
+                return Err(ctx.invalid(
+                    &field("targetPort"),
+                    format!("invalid value {n}: must be between 1 and 65535, inclusive"),
+                ))
+            }
+            Some(IntOrString::String(name)) => iana_svc_name(name).map_err(|m| {
+                ctx.invalid(&field("targetPort"), format!("invalid value {name:?}: {m}"))
+            })?,
+        }
+        match port.node_port.filter(|n| *n != 0) {
+            None => {}
+            Some(_) if !matches!(ty, "NodePort" | "LoadBalancer") => {
+                return Err(ctx.invalid(
+                    &field("nodePort"),
+                    format!("may not be used when type is {ty}"),
+                ))
+            }
+            Some(n) if !NODE_PORT_RANGE.contains(&n) => {
+                return Err(ctx.invalid(
+                    &field("nodePort"),
+                    format!(
+                        "invalid value {n}: provided port is not in the valid range {}-{}",
+                        NODE_PORT_RANGE.start(),
+                        NODE_PORT_RANGE.end()
+                    ),
+                ))
+            }
+            Some(n) if !node_ports.insert((n, protocol)) => {
+                return Err(ctx.invalid(
+                    &field("nodePort"),
+                    format!("duplicate nodePort {n}/{protocol}"),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The address types an EndpointSlice may have.
+const ADDRESS_TYPES: [&str; 3] = ["IPv4", "IPv6", "FQDN"];
+
+/// Decodes and validates an EndpointSlice.
+fn decode_endpoint_slice(value: &Value, ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
+    let slice: EndpointSlice = decode_strict(value, ctx)?;
+    validate_name(&slice.metadata, ctx, dns1123_subdomain)?;
+    validate_namespace_field(&slice.metadata, ctx)?;
+    validate_labels(slice.metadata.labels.as_ref(), ctx, "metadata.labels")?;
+    let ty = slice.address_type.as_str();
+    if ty.is_empty() {
+        return Err(ctx.invalid("addressType", "required: one of IPv4, IPv6, FQDN"));
+    }
+    if !ADDRESS_TYPES.contains(&ty) {
+        return Err(ctx.invalid(
+            "addressType",
+            format!("invalid value {ty:?}: must be one of IPv4, IPv6, FQDN"),
+        ));
+    }
+    for (i, endpoint) in slice.endpoints.iter().enumerate() {
+        let at = format!("endpoints[{i}].addresses");
+        if endpoint.addresses.is_empty() || endpoint.addresses.len() > 100 {
+            return Err(ctx.invalid(
+                &at,
+                format!(
+                    "must have between 1 and 100 addresses (has {})",
+                    endpoint.addresses.len()
+                ),
+            ));
+        }
+        for (j, address) in endpoint.addresses.iter().enumerate() {
+            let ok = match ty {
+                "IPv4" => address.parse::<std::net::Ipv4Addr>().is_ok(),
+                "IPv6" => address.parse::<std::net::Ipv6Addr>().is_ok(),
+                _ => dns1123_subdomain(address).is_ok(),
+            };
+            if !ok {
+                return Err(ctx.invalid(
+                    &format!("{at}[{j}]"),
+                    format!("invalid value {address:?}: must be a valid {ty} address"),
+                ));
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, port) in slice.ports.iter().flatten().enumerate() {
+        let at = format!("ports[{i}]");
+        if let Some(n) = port.port.filter(|n| !(1..=65535).contains(n)) {
+            return Err(ctx.invalid(
+                &join(&at, "port"),
+                format!("invalid value {n}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+        if let Some(protocol) = port.protocol.as_deref() {
+            if !PROTOCOLS.contains(&protocol) {
+                return Err(ctx.invalid(
+                    &join(&at, "protocol"),
+                    format!("invalid value {protocol:?}: must be one of TCP, UDP, SCTP"),
+                ));
+            }
+        }
+        let name = port.name.as_deref().unwrap_or("");
+        if !name.is_empty() {
+            dns1123_label(name).map_err(|m| {
+                ctx.invalid(&join(&at, "name"), format!("invalid value {name:?}: {m}"))
+            })?;
+        }
+        if !names.insert(name) {
+            return Err(ctx.invalid(&join(&at, "name"), format!("duplicate port name {name:?}")));
+        }
+    }
+    Ok(Object::EndpointSlice(slice))
+}
+
+/// Decodes and validates a `CiliumLoadBalancerIPPool`.
+fn decode_lb_pool(value: &Value, ctx: &Ctx<'_>) -> Result<Object, ManifestError> {
+    let doc: LbPoolDocument = decode_strict(value, ctx)?;
+    validate_name(&doc.metadata, ctx, dns1123_subdomain)?;
+    validate_labels(doc.metadata.labels.as_ref(), ctx, "metadata.labels")?;
+    if doc.spec.blocks.is_empty() {
+        return Err(ctx.invalid("spec.blocks", "at least one block is required"));
+    }
+    for (i, block) in doc.spec.blocks.iter().enumerate() {
+        let at = format!("spec.blocks[{i}]");
+        if block.start.is_some() || block.stop.is_some() {
+            let field = if block.start.is_some() {
+                "start"
+            } else {
+                "stop"
+            };
+            return Err(ctx.invalid(
+                &join(&at, field),
+                "start/stop ranges are not supported by the lab; use cidr",
+            ));
+        }
+        let Some(cidr) = block.cidr.as_deref() else {
+            return Err(ctx.invalid(&join(&at, "cidr"), "required"));
+        };
+        parse_cidr(cidr)
+            .map_err(|m| ctx.invalid(&join(&at, "cidr"), format!("invalid value {cidr:?}: {m}")))?;
+    }
+    if let Some(selector) = &doc.spec.service_selector {
+        validate_selector_terms(selector, ctx, "spec.serviceSelector")?;
+    }
+    if let Some(allow) = doc.spec.allow_first_last_ips.as_deref() {
+        if !matches!(allow, "Yes" | "No") {
+            return Err(ctx.invalid(
+                "spec.allowFirstLastIPs",
+                format!("invalid value {allow:?}: must be Yes or No"),
+            ));
+        }
+    }
+    let api_version = KINDS
+        .iter()
+        .find(|k| k.kind == LB_POOL_KIND && k.api_version == doc.api_version)
+        .map_or(CILIUM_API_VERSION, |k| k.api_version);
+    Ok(Object::LbPool(Box::new(LbPoolObject {
+        api_version,
+        metadata: doc.metadata,
+        value: value.clone(),
+        spec: doc.spec,
+    })))
+}
+
+/// `address/length` with an address of either family and a length that fits it.
+pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
+    let (address, length) = cidr
+        .split_once('/')
+        .ok_or_else(|| "must be in CIDR notation, e.g. 10.0.0.0/24".to_owned())?;
+    let address: IpAddr = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an IP address"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    match length.parse::<u8>() {
+        Ok(len) if len <= max => Ok((address, len)),
+        _ => Err(format!(
+            "prefix length {length:?} must be between 0 and {max}"
+        )),
+    }
+}
+
 /// `metadata.name`: present and accepted by `rule`.
 fn validate_name(
     meta: &ObjectMeta,
@@ -938,6 +1495,17 @@ fn validate_selector(
             "required: a non-empty selector that matches spec.template.metadata.labels",
         ));
     }
+    validate_selector_terms(selector, ctx, field)
+}
+
+/// A label selector's keys, values and operators (an empty selector is valid here).
+fn validate_selector_terms(
+    selector: &LabelSelector,
+    ctx: &Ctx<'_>,
+    field: &str,
+) -> Result<(), ManifestError> {
+    let labels = selector.match_labels.as_ref();
+    let expressions = selector.match_expressions.as_deref();
     validate_labels(labels, ctx, &join(field, "matchLabels"))?;
     for (i, expr) in expressions.into_iter().flatten().enumerate() {
         let at = format!("{field}.matchExpressions[{i}]");
@@ -1105,6 +1673,16 @@ fn dns1123_label(s: &str) -> Result<(), String> {
         ));
     }
     label_shape(s, "a DNS-1123 label")
+}
+
+/// A DNS-1035 label (what Service names must be): a DNS-1123 label that starts with a letter.
+fn dns1035_label(s: &str) -> Result<(), String> {
+    dns1123_label(s)?;
+    if s.bytes().next().is_some_and(|c| c.is_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err("must be a DNS-1035 label: start with a lowercase letter".to_owned())
+    }
 }
 
 /// The character rules of a DNS-1123 label, without the length limit.
@@ -1633,12 +2211,12 @@ items:
             ],
         );
         assert_error(
-            &edit(text, "kind: Pod", "kind: Service"),
+            &edit(text, "kind: Pod", "kind: ConfigMap"),
             &[
                 FILE,
-                "Service prod/web",
+                "ConfigMap prod/web",
                 "items[1].kind",
-                "unknown kind v1 Service",
+                "unknown kind v1 ConfigMap",
             ],
         );
         assert_error(
@@ -1871,13 +2449,13 @@ spec:
             &[FILE, "document 0", "field kind", "required"],
         );
         assert_error(
-            &edit(POD, "kind: Pod", "kind: Service"),
+            &edit(POD, "kind: Pod", "kind: ConfigMap"),
             &[
                 FILE,
-                "Service prod/web",
+                "ConfigMap prod/web",
                 "document 0",
                 "field kind",
-                "unknown kind v1 Service",
+                "unknown kind v1 ConfigMap",
                 "supported: v1 Namespace, v1 Pod, apps/v1 Deployment",
             ],
         );
@@ -2585,5 +3163,341 @@ spec:
         ] {
             assert!(iana_svc_name(bad).is_err(), "{bad}");
         }
+    }
+
+    const SERVICE: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: prod
+spec:
+  type: NodePort
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+    nodePort: 30080
+  - name: dns
+    port: 53
+    protocol: UDP
+";
+
+    const SLICE: &str = "\
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: prod
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+endpoints:
+- addresses: [10.244.0.5]
+  conditions:
+    ready: true
+ports:
+- name: http
+  port: 8080
+  protocol: TCP
+";
+
+    const POOL: &str = "\
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata:
+  name: blue
+spec:
+  blocks:
+  - cidr: 172.18.255.0/24
+  serviceSelector:
+    matchLabels:
+      color: blue
+  allowFirstLastIPs: 'No'
+  disabled: false
+";
+
+    #[test]
+    fn services_decode_with_identity() {
+        let loaded = parse(SERVICE).expect("valid service");
+        let Object::Service(svc) = &loaded[0].object else {
+            panic!("expected a Service");
+        };
+        assert_eq!(loaded[0].object.to_string(), "Service prod/web");
+        assert_eq!(loaded[0].object.api_version(), "v1");
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .expect("ports");
+        assert_eq!(ports[0].node_port, Some(30080));
+        // Headless and ExternalName Services need no ports.
+        parse("apiVersion: v1\nkind: Service\nmetadata:\n  name: h\nspec:\n  clusterIP: None\n")
+            .expect("headless");
+        parse("apiVersion: v1\nkind: Service\nmetadata:\n  name: e\nspec:\n  type: ExternalName\n  externalName: db.example.com\n")
+            .expect("external name");
+    }
+
+    #[test]
+    fn service_fields_are_validated() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("    port: 80\n", "    port: 0\n", "spec.ports[0].port", "between 1 and 65535"),
+            ("    port: 80\n", "    port: 70000\n", "spec.ports[0].port", "between 1 and 65535"),
+            ("    protocol: UDP\n", "    protocol: ICMP\n", "spec.ports[1].protocol", "TCP, UDP, SCTP"),
+            ("  type: NodePort\n", "  type: Magic\n", "spec.type", "ClusterIP, NodePort, LoadBalancer, ExternalName"),
+            ("    nodePort: 30080\n", "    nodePort: 8080\n", "spec.ports[0].nodePort", "30000-32767"),
+            ("  type: NodePort\n", "  type: ClusterIP\n", "spec.ports[0].nodePort", "may not be used"),
+            ("  type: NodePort\n", "  type: NodePort\n  clusterIP: 10.96.0.300\n", "spec.clusterIP", "IP address"),
+            ("  type: NodePort\n", "  type: NodePort\n  sessionAffinity: Sticky\n", "spec.sessionAffinity", "None or ClientIP"),
+            (
+                "  type: NodePort\n",
+                "  type: NodePort\n  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 86401\n",
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                "between 1 and 86400",
+            ),
+            ("  type: NodePort\n", "  type: NodePort\n  externalTrafficPolicy: Nearby\n", "spec.externalTrafficPolicy", "Cluster or Local"),
+            ("  type: NodePort\n", "  type: NodePort\n  internalTrafficPolicy: Global\n", "spec.internalTrafficPolicy", "Cluster or Local"),
+            ("  type: NodePort\n", "  type: ClusterIP\n  externalTrafficPolicy: Local\n", "spec.ports[0].nodePort", "may not be used"),
+            ("  - name: dns\n", "  - name: http\n", "spec.ports[1].name", "duplicate port name"),
+            ("  - name: dns\n", "  - name: dnS\n", "spec.ports[1].name", "DNS-1123"),
+            ("  - name: dns\n", "  -\n", "spec.ports[1].name", "required when"),
+            ("    targetPort: 8080\n", "    targetPort: 0\n", "spec.ports[0].targetPort", "between 1 and 65535"),
+            ("    targetPort: 8080\n", "    targetPort: Not_A_Name\n", "spec.ports[0].targetPort", "invalid value"),
+            ("    port: 80\n", "    port: 80\n    portz: 1\n", "spec.ports[0].portz", "unknown field"),
+            ("    port: 80\n", "    port: eighty\n", "spec.ports[0].port", "invalid type"),
+        ];
+        for (from, to, field, message) in cases {
+            assert_error(
+                &edit(SERVICE, from, to),
+                &[FILE, "Service prod/web", &format!("field {field}"), message],
+            );
+        }
+        assert_error(
+            &edit(SERVICE, "  name: web\n", "  name: 1web\n"),
+            &[FILE, "Service prod/1web", "field metadata.name", "DNS-1035"],
+        );
+        let no_ports =
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  selector:\n    app: a\n";
+        assert_error(
+            no_ports,
+            &[
+                FILE,
+                "Service default/s",
+                "field spec.ports",
+                "at least one port",
+            ],
+        );
+        assert_error(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n",
+            &[FILE, "Service default/s", "field spec", "required"],
+        );
+        assert_error(
+            &edit(
+                SERVICE,
+                "  type: NodePort\n",
+                "  type: ClusterIP\n  externalTrafficPolicy: Local\n",
+            )
+            .replace("    nodePort: 30080\n", ""),
+            &[
+                FILE,
+                "Service prod/web",
+                "field spec.externalTrafficPolicy",
+                "may only be set",
+            ],
+        );
+        assert_error(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: e\nspec:\n  type: ExternalName\n",
+            &[
+                FILE,
+                "Service default/e",
+                "field spec.externalName",
+                "required",
+            ],
+        );
+    }
+
+    #[test]
+    fn endpoint_slices_are_validated() {
+        let loaded = parse(SLICE).expect("valid slice");
+        assert_eq!(loaded[0].object.to_string(), "EndpointSlice prod/web-1");
+        assert_eq!(loaded[0].object.api_version(), "discovery.k8s.io/v1");
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "addressType: IPv4\n",
+                "addressType: IPv5\n",
+                "addressType",
+                "IPv4, IPv6, FQDN",
+            ),
+            (
+                "[10.244.0.5]",
+                "[10.244.0.500]",
+                "endpoints[0].addresses[0]",
+                "valid IPv4 address",
+            ),
+            (
+                "[10.244.0.5]",
+                "[]",
+                "endpoints[0].addresses",
+                "between 1 and 100",
+            ),
+            (
+                "  port: 8080\n",
+                "  port: 65536\n",
+                "ports[0].port",
+                "between 1 and 65535",
+            ),
+            (
+                "  protocol: TCP\n",
+                "  protocol: tcp\n",
+                "ports[0].protocol",
+                "TCP, UDP, SCTP",
+            ),
+            (
+                "    ready: true\n",
+                "    ready: true\n    lively: true\n",
+                "endpoints[0].conditions.lively",
+                "unknown field",
+            ),
+        ];
+        for (from, to, field, message) in cases {
+            assert_error(
+                &edit(SLICE, from, to),
+                &[
+                    FILE,
+                    "EndpointSlice prod/web-1",
+                    &format!("field {field}"),
+                    message,
+                ],
+            );
+        }
+        assert_error(
+            &edit(SLICE, "  name: web-1\n", "  name: Web_1\n"),
+            &[
+                FILE,
+                "EndpointSlice prod/Web_1",
+                "field metadata.name",
+                "DNS-1123",
+            ],
+        );
+        assert_error(
+            &edit(SLICE, "addressType: IPv4\n", ""),
+            &[FILE, "EndpointSlice prod/web-1", "addressType", "required"],
+        );
+        assert_error(
+            &edit(
+                SLICE,
+                "apiVersion: discovery.k8s.io/v1",
+                "apiVersion: discovery.k8s.io/v1beta1",
+            ),
+            &[FILE, "field apiVersion", "expected discovery.k8s.io/v1"],
+        );
+    }
+
+    #[test]
+    fn lb_pools_are_validated() {
+        let loaded = parse(POOL).expect("valid pool");
+        let Object::LbPool(pool) = &loaded[0].object else {
+            panic!("expected a pool");
+        };
+        assert_eq!(
+            loaded[0].object.to_string(),
+            "CiliumLoadBalancerIPPool blue"
+        );
+        assert_eq!(loaded[0].object.namespace(), None);
+        assert_eq!(pool.api_version, "cilium.io/v2alpha1");
+        assert_eq!(pool.value["spec"]["blocks"][0]["cidr"], "172.18.255.0/24");
+        assert_eq!(pool.spec.allow_first_last_ips.as_deref(), Some("No"));
+        let v2 = parse(&edit(POOL, "cilium.io/v2alpha1", "cilium.io/v2")).expect("v2 pool");
+        assert_eq!(v2[0].object.api_version(), "cilium.io/v2");
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "  - cidr: 172.18.255.0/24\n",
+                "  - cidr: 172.18.255.0/33\n",
+                "spec.blocks[0].cidr",
+                "prefix length",
+            ),
+            (
+                "  - cidr: 172.18.255.0/24\n",
+                "  - cidr: 172.18.255.0\n",
+                "spec.blocks[0].cidr",
+                "CIDR notation",
+            ),
+            (
+                "  - cidr: 172.18.255.0/24\n",
+                "  - start: 172.18.255.10\n    stop: 172.18.255.20\n",
+                "spec.blocks[0].start",
+                "not supported",
+            ),
+            (
+                "  - cidr: 172.18.255.0/24\n",
+                "  - cidr: 172.18.255.0/24\n    cidrs: x\n",
+                "spec.blocks[0].cidrs",
+                "unknown field",
+            ),
+            (
+                "  allowFirstLastIPs: 'No'\n",
+                "  allowFirstLastIPs: maybe\n",
+                "spec.allowFirstLastIPs",
+                "Yes or No",
+            ),
+            (
+                "  disabled: false\n",
+                "  disabled: nope\n",
+                "spec.disabled",
+                "invalid type",
+            ),
+            (
+                "  disabled: false\n",
+                "  disabled: false\n  colour: red\n",
+                "spec.colour",
+                "unknown field",
+            ),
+            (
+                "      color: blue\n",
+                "      color: blue!\n",
+                "spec.serviceSelector.matchLabels",
+                "invalid value",
+            ),
+            (
+                "    matchLabels:\n      color: blue\n",
+                "    matchExpressions:\n    - key: color\n      operator: Near\n",
+                "spec.serviceSelector.matchExpressions[0].operator",
+                "In, NotIn, Exists, DoesNotExist",
+            ),
+        ];
+        for (from, to, field, message) in cases {
+            assert_error(
+                &edit(POOL, from, to),
+                &[
+                    FILE,
+                    "CiliumLoadBalancerIPPool blue",
+                    &format!("field {field}"),
+                    message,
+                ],
+            );
+        }
+        assert_error(
+            &edit(
+                POOL,
+                "  blocks:\n  - cidr: 172.18.255.0/24\n",
+                "  blocks: []\n",
+            ),
+            &[
+                FILE,
+                "CiliumLoadBalancerIPPool blue",
+                "field spec.blocks",
+                "at least one block",
+            ],
+        );
+        assert_error(
+            &edit(POOL, "cilium.io/v2alpha1", "cilium.io/v1"),
+            &[
+                FILE,
+                "field apiVersion",
+                "cilium.io/v2alpha1 or cilium.io/v2",
+            ],
+        );
     }
 }

@@ -2,7 +2,10 @@
 //! conformance cases are written in.
 //!
 //! A probe runs inside the source pod's network namespace: a TCP probe succeeds when the
-//! connection is accepted, a UDP probe when the destination's answer comes back.
+//! connection is accepted, a UDP probe when the destination's answer comes back. It runs on a
+//! thread of the caller that entered the namespace, or — so that the cgroup socket hooks of
+//! socket-level load balancing see it as they see a pod's process — in a short-lived
+//! `plexus-workload probe` process started in the namespace and the node's cgroup.
 
 use std::{
     collections::HashMap,
@@ -68,6 +71,47 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Self::TCP => "TCP",
             Self::UDP => "UDP",
+        })
+    }
+}
+
+/// Whether a probe runs where the cgroup socket hooks (socket-level load balancing) apply.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketLb {
+    /// On for probes to a Service or from the node, off otherwise.
+    #[default]
+    Auto,
+    /// In a child process in the node's cgroup: the socket hooks translate Service addresses.
+    On,
+    /// In the calling process, outside the node's cgroup: only the per-packet datapath applies.
+    Off,
+}
+
+/// A `--socket-lb` value that is not auto, on or off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown socket-lb mode {0:?}: expected auto, on or off")]
+pub struct UnknownSocketLb(pub String);
+
+impl FromStr for SocketLb {
+    type Err = UnknownSocketLb;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(UnknownSocketLb(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for SocketLb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
         })
     }
 }
@@ -149,16 +193,116 @@ pub fn probe(
     // `in_netns` spawns a thread, which panics if the system has none to give; keep the promise
     // of never panicking by turning that into a failed probe.
     let ran = panic::catch_unwind(AssertUnwindSafe(|| {
-        plexus_netdev::in_netns(netns, move || match protocol {
-            Protocol::TCP => probe_tcp(target, timeout),
-            Protocol::UDP => probe_udp(target, timeout),
-        })
+        plexus_netdev::in_netns(netns, move || run_probe(target, protocol, timeout))
     }));
     let outcome = match ran {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => Outcome::failed(e.to_string()),
         Err(_) => Outcome::failed("probe thread panicked".to_string()),
     };
+    label(outcome, from, to, target, protocol, start)
+}
+
+/// Probes `ip:port` from the calling thread's own network namespace (and cgroup): what
+/// `plexus-workload probe` runs.
+pub fn probe_here(
+    from: &str,
+    to: &str,
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    timeout: Duration,
+) -> ProbeResult {
+    let start = Instant::now();
+    let target = SocketAddr::new(ip, port);
+    label(
+        run_probe(target, protocol, timeout),
+        from,
+        to,
+        target,
+        protocol,
+        start,
+    )
+}
+
+/// Where and how [`probe_in_cgroup`] runs its probe process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeProcess<'a> {
+    /// The `plexus-workload` binary.
+    pub workload: &'a Path,
+    /// Network namespace of the source.
+    pub netns: &'a Path,
+    /// The cgroup (v2) directory the probe process joins.
+    pub cgroup: &'a Path,
+}
+
+/// Probes `ip:port` from a short-lived `plexus-workload probe` process that joins `cgroup` and
+/// enters `netns` before it starts, so the kernel's cgroup socket hooks apply to its socket as
+/// to a pod's. Never panics: a process that cannot start or answers nonsense is a failed probe.
+pub fn probe_in_cgroup(
+    how: &ProbeProcess<'_>,
+    from: &str,
+    to: &str,
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    timeout: Duration,
+) -> ProbeResult {
+    let start = Instant::now();
+    let target = SocketAddr::new(ip, port);
+    let failed = |error: String| label(Outcome::failed(error), from, to, target, protocol, start);
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", how.netns.display()))
+        .arg("--")
+        .arg(how.workload)
+        .arg("probe")
+        .args(["--target", &target.to_string()])
+        .args(["--protocol", &protocol.to_string()])
+        .args(["--timeout-ms", &timeout.as_millis().to_string()])
+        .args(["--from", from, "--to", to])
+        .stdin(std::process::Stdio::null());
+    if let Err(e) = crate::process::join_cgroup_before_exec(&mut cmd, how.cgroup) {
+        return failed(e.to_string());
+    }
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => return failed(format!("starting the probe process: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(serde_json::from_str::<ProbeResult>)
+    {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => failed(format!("probe process answered {stdout:?}: {e}")),
+        None => failed(format!(
+            "probe process ({}) printed no result: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+/// One probe of `target` from wherever the calling thread is.
+fn run_probe(target: SocketAddr, protocol: Protocol, timeout: Duration) -> Outcome {
+    match protocol {
+        Protocol::TCP => probe_tcp(target, timeout),
+        Protocol::UDP => probe_udp(target, timeout),
+    }
+}
+
+/// The result of a probe that started at `start`.
+fn label(
+    outcome: Outcome,
+    from: &str,
+    to: &str,
+    target: SocketAddr,
+    protocol: Protocol,
+    start: Instant,
+) -> ProbeResult {
+    let (ip, port) = (target.ip(), target.port());
     ProbeResult {
         from: from.to_string(),
         to: to.to_string(),
@@ -535,6 +679,35 @@ X X X . . . . . .
             results_grid(&pods, &results),
             vec![vec![false, false], vec![true, false]]
         );
+    }
+
+    #[test]
+    fn socket_lb_parses_and_displays() {
+        for mode in [SocketLb::Auto, SocketLb::On, SocketLb::Off] {
+            assert_eq!(mode.to_string().parse::<SocketLb>(), Ok(mode));
+        }
+        assert!("yes".parse::<SocketLb>().is_err());
+        assert_eq!(SocketLb::default(), SocketLb::Auto);
+    }
+
+    #[test]
+    fn probe_process_that_cannot_start_fails_cleanly() {
+        let r = probe_in_cgroup(
+            &ProbeProcess {
+                workload: Path::new("/nonexistent/plexus-workload"),
+                netns: Path::new("/run/netns/plexus-no-such-namespace"),
+                cgroup: Path::new("/nonexistent-cgroup"),
+            },
+            "node",
+            "svc/x/y",
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            80,
+            Protocol::TCP,
+            Duration::from_millis(100),
+        );
+        assert!(!r.connected);
+        assert_eq!(r.to, "svc/x/y");
+        assert!(r.error.is_some(), "{r:?}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The lab's record of what it created: nodes, namespaces and pods, saved as JSON beside the
+//! The lab's record of what it created: nodes, namespaces, pods, and the Services, EndpointSlices
+//! and LoadBalancer pools in force, saved as JSON beside the
 //! lab's other files so every `plexus lab` command (and `lab down` after a crash) can find them.
 
 use std::{
@@ -27,6 +28,10 @@ pub struct NodeState {
     pub state_dir: PathBuf,
     /// PID of the agent.
     pub agent_pid: i32,
+    /// The node's cgroup (v2): the agent and every pod process run in it, and socket-level load
+    /// balancing is attached to it. `None` in the records of older labs.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// One container port a pod serves.
@@ -90,6 +95,42 @@ pub struct LabState {
     /// Policies in force, by `Kind ns/name`, as written.
     #[serde(default)]
     pub policies: BTreeMap<String, serde_json::Value>,
+    /// Services by `ns/name`, as sent to the agent (after address allocation).
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceState>,
+    /// EndpointSlices by `ns/name`, as written.
+    #[serde(default)]
+    pub endpoint_slices: BTreeMap<String, serde_json::Value>,
+    /// `CiliumLoadBalancerIPPool`s by name, as written.
+    #[serde(default)]
+    pub lb_pools: BTreeMap<String, serde_json::Value>,
+}
+
+/// One Service in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceState {
+    /// Its cluster IP; `None` for a headless or ExternalName Service.
+    pub cluster_ip: Option<String>,
+    /// The object as sent to the agent: `spec.clusterIP(s)`, `ipFamilies` and node ports filled
+    /// in, as the API server would.
+    pub object: serde_json::Value,
+}
+
+impl ServiceState {
+    /// The node ports the Service holds: `(nodePort, protocol)`.
+    pub fn node_ports(&self) -> Vec<(u16, String)> {
+        self.object
+            .pointer("/spec/ports")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u16::try_from(p.get("nodePort")?.as_u64()?).ok()?;
+                let proto = p.get("protocol").and_then(|v| v.as_str()).unwrap_or("TCP");
+                Some((port, proto.to_string()))
+            })
+            .collect()
+    }
 }
 
 impl LabState {

@@ -336,7 +336,7 @@ impl LbStore for BpfLbStore {
             *slot = *b;
         }
         self.maglev
-            .insert(id, &*t, 0)
+            .insert(id, t.as_ref(), 0)
             .map_err(map_err(m::LB_MAGLEV))
     }
     fn del_maglev(&mut self, id: u32) -> Result<(), LoaderError> {

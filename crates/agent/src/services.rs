@@ -1,0 +1,438 @@
+//! Services in force on the node: Kubernetes Services, EndpointSlices (given, or derived from
+//! the pods a Service selects) and LoadBalancer address pools, kept in an incremental
+//! [`LbTable`] and written to the datapath's load-balancing maps frontend by frontend.
+//!
+//! Each object is persisted as its own file (write, rename), so adding one Service to 50,000
+//! costs two small writes and not a rewrite of everything; a restarted agent reads them back,
+//! adopts the maps it finds pinned and brings them to exactly the computed state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use plexus_api::{BackendView, ObjectRef, ServiceView};
+use plexus_lb::{
+    derive_slices, FrontendKey, LbChange, LbPool, LbTable, LbUpdate, NodeInfo, PodEndpoint,
+    ServiceName,
+};
+use plexus_loader::lb_map::{self, BpfLbStore, LbWriter};
+use serde_json::Value;
+use tracing::info;
+
+/// Kinds this module owns.
+pub fn is_lb_kind(api: &str, kind: &str) -> bool {
+    matches!(
+        (api, kind),
+        ("v1", "Service")
+            | ("discovery.k8s.io/v1", "EndpointSlice")
+            | (
+                "cilium.io/v2alpha1" | "cilium.io/v2",
+                "CiliumLoadBalancerIPPool"
+            )
+    )
+}
+
+/// One parsed load-balancing object.
+pub enum LbObject {
+    /// A Service.
+    Service(Box<Service>),
+    /// An EndpointSlice.
+    Slice(Box<EndpointSlice>),
+    /// A pool: its name, the pool, the object as applied.
+    Pool(String, LbPool, Value),
+}
+
+fn name_of(v: &Value) -> String {
+    let m = &v["metadata"];
+    match (m["namespace"].as_str(), m["name"].as_str()) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Parses a Service, EndpointSlice or CiliumLoadBalancerIPPool; errors name the object and
+/// the field.
+pub fn parse(v: &Value) -> anyhow::Result<LbObject> {
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let what = format!("{kind} {}", name_of(v));
+    let typed = |v: &Value| -> anyhow::Result<Value> {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("apiVersion");
+            o.remove("kind");
+        }
+        Ok(v)
+    };
+    match kind {
+        "Service" => {
+            let mut s: Service = serde_path_to_error::deserialize(typed(v)?)
+                .map_err(|e| anyhow!("{what}: field {}: {}", e.path(), e.inner()))?;
+            if s.metadata.name.as_deref().unwrap_or("").is_empty() {
+                bail!("{what}: field metadata.name is required");
+            }
+            s.metadata.namespace.get_or_insert_with(|| "default".into());
+            Ok(LbObject::Service(Box::new(s)))
+        }
+        "EndpointSlice" => {
+            let mut s: EndpointSlice = serde_path_to_error::deserialize(typed(v)?)
+                .map_err(|e| anyhow!("{what}: field {}: {}", e.path(), e.inner()))?;
+            if s.metadata.name.as_deref().unwrap_or("").is_empty() {
+                bail!("{what}: field metadata.name is required");
+            }
+            s.metadata.namespace.get_or_insert_with(|| "default".into());
+            Ok(LbObject::Slice(Box::new(s)))
+        }
+        "CiliumLoadBalancerIPPool" => {
+            let name = v["metadata"]["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| anyhow!("{what}: field metadata.name is required"))?
+                .to_string();
+            let spec = &v["spec"];
+            let mut blocks = Vec::new();
+            for (i, b) in spec["blocks"].as_array().into_iter().flatten().enumerate() {
+                let cidr = b["cidr"].as_str().ok_or_else(|| {
+                    anyhow!("{what}: field spec.blocks[{i}].cidr is required (start/stop ranges are not supported)")
+                })?;
+                blocks.push(cidr.to_string());
+            }
+            let service_selector: Option<LabelSelector> = match spec.get("serviceSelector") {
+                None | Some(Value::Null) => None,
+                Some(s) => Some(
+                    serde_json::from_value(s.clone())
+                        .with_context(|| format!("{what}: field spec.serviceSelector"))?,
+                ),
+            };
+            let allow_first_last_ips = match spec.get("allowFirstLastIPs") {
+                None | Some(Value::Null) => false,
+                Some(Value::String(s)) if s == "Yes" => true,
+                Some(Value::String(s)) if s == "No" => false,
+                Some(other) => {
+                    bail!("{what}: field spec.allowFirstLastIPs: {other} (expected Yes or No)")
+                }
+            };
+            let disabled = spec["disabled"].as_bool().unwrap_or(false);
+            let pool = LbPool {
+                name: name.clone(),
+                // A disabled pool allocates nothing (Cilium keeps existing allocations; the
+                // lab has no long-lived allocations to keep).
+                blocks: if disabled { Vec::new() } else { blocks },
+                service_selector,
+                allow_first_last_ips,
+            };
+            Ok(LbObject::Pool(name, pool, v.clone()))
+        }
+        other => bail!("{what}: unsupported kind {other:?}"),
+    }
+}
+
+/// Load balancing of the node.
+pub struct Services {
+    table: LbTable,
+    writer: LbWriter,
+    store: BpfLbStore,
+    dir: PathBuf,
+    pools: BTreeMap<String, (LbPool, Value)>,
+    /// Names of the slices derived for each Service with a selector.
+    derived: BTreeMap<ServiceName, BTreeSet<String>>,
+    /// Microseconds the last change took to compute and write.
+    pub last_change_us: u64,
+}
+
+fn file_name(ns: &str, name: &str) -> String {
+    format!("{ns}_{name}.json")
+}
+
+/// Writes a file so that a crash leaves the old or the new one (no fsync: the agent crashing
+/// is what this guards against; a node reboot loses the pinned datapath too).
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+impl Services {
+    /// Loads the persisted objects, adopts the pinned maps and brings them to the computed
+    /// state.
+    pub fn open(state_dir: &Path, pin_dir: &Path, node: NodeInfo) -> anyhow::Result<Self> {
+        let dir = state_dir.join("lb");
+        for sub in ["services", "slices", "pools"] {
+            fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
+        let store = BpfLbStore::open(pin_dir).context("opening the load-balancing maps")?;
+        let writer = LbWriter::adopt(&store).context("reading the load-balancing maps")?;
+        let mut s = Self {
+            table: LbTable::new(node),
+            writer,
+            store,
+            dir,
+            pools: BTreeMap::new(),
+            derived: BTreeMap::new(),
+            last_change_us: 0,
+        };
+        let mut objects = Vec::new();
+        for sub in ["pools", "services", "slices"] {
+            let d = s.dir.join(sub);
+            for entry in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let v: Value = serde_json::from_slice(&fs::read(&path)?)
+                        .with_context(|| format!("parsing {}", path.display()))?;
+                    objects.push(parse(&v).with_context(|| path.display().to_string())?);
+                }
+            }
+        }
+        let n = objects.len();
+        s.apply_parsed(objects, false)?;
+        // Whatever the adopted maps hold beyond the computed state goes.
+        let states: Vec<_> = s.table.entries().map(lb_map::frontend_state).collect();
+        s.writer.apply(&mut s.store, &states, &[], true)?;
+        info!(objects = n, frontends = s.writer.len(), "services in force");
+        Ok(s)
+    }
+
+    /// Applies parsed objects, all or nothing; returns one line per object.
+    pub fn apply(&mut self, objects: Vec<LbObject>) -> anyhow::Result<Vec<String>> {
+        self.apply_parsed(objects, true)
+    }
+
+    fn apply_parsed(
+        &mut self,
+        objects: Vec<LbObject>,
+        persist: bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let started = Instant::now();
+        let mut update = LbUpdate::default();
+        let mut lines = Vec::new();
+        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut pools = self.pools.clone();
+        let mut pools_changed = false;
+        for o in objects {
+            match o {
+                LbObject::Service(svc) => {
+                    let (ns, name) = (
+                        svc.metadata.namespace.clone().unwrap_or_default(),
+                        svc.metadata.name.clone().unwrap_or_default(),
+                    );
+                    lines.push(format!("Service {ns}/{name} applied"));
+                    if persist {
+                        files.push((
+                            self.dir.join("services").join(file_name(&ns, &name)),
+                            serde_json::to_vec(&*svc)?,
+                        ));
+                    }
+                    update.services.push(*svc);
+                }
+                LbObject::Slice(slice) => {
+                    let (ns, name) = (
+                        slice.metadata.namespace.clone().unwrap_or_default(),
+                        slice.metadata.name.clone().unwrap_or_default(),
+                    );
+                    lines.push(format!("EndpointSlice {ns}/{name} applied"));
+                    if persist {
+                        files.push((
+                            self.dir.join("slices").join(file_name(&ns, &name)),
+                            serde_json::to_vec(&*slice)?,
+                        ));
+                    }
+                    update.slices.push(*slice);
+                }
+                LbObject::Pool(name, pool, v) => {
+                    lines.push(format!("CiliumLoadBalancerIPPool {name} applied"));
+                    if persist {
+                        files.push((
+                            self.dir.join("pools").join(format!("{name}.json")),
+                            serde_json::to_vec(&v)?,
+                        ));
+                    }
+                    pools.insert(name, (pool, v));
+                    pools_changed = true;
+                }
+            }
+        }
+        // Compute on a copy: bad input changes nothing in force.
+        let mut table = self.table.clone();
+        let mut change = table.apply(update)?;
+        if pools_changed {
+            let full = table.set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
+            change = full;
+        }
+        for (path, data) in files {
+            write_atomic(&path, &data)?;
+        }
+        self.table = table;
+        self.pools = pools;
+        self.write(&change)?;
+        self.last_change_us = started.elapsed().as_micros() as u64;
+        Ok(lines)
+    }
+
+    fn write(&mut self, change: &LbChange) -> anyhow::Result<()> {
+        let states: Vec<_> = if change.full {
+            self.table.entries().map(lb_map::frontend_state).collect()
+        } else {
+            change.upserted.iter().map(lb_map::frontend_state).collect()
+        };
+        let removed: Vec<_> = change.removed.iter().map(abi_key).collect();
+        self.writer
+            .apply(&mut self.store, &states, &removed, change.full)?;
+        Ok(())
+    }
+
+    /// Deletes Services, EndpointSlices and pools by reference; the lines say what went.
+    pub fn delete(&mut self, refs: &[ObjectRef]) -> anyhow::Result<Vec<String>> {
+        let started = Instant::now();
+        let mut update = LbUpdate::default();
+        let mut lines = Vec::new();
+        let mut files = Vec::new();
+        let mut pools = self.pools.clone();
+        let mut pools_changed = false;
+        for r in refs {
+            let ns = r.namespace.clone().unwrap_or_else(|| "default".into());
+            match r.kind.as_str() {
+                "Service" => {
+                    update.deleted_services.push(ServiceName::new(&ns, &r.name));
+                    files.push(self.dir.join("services").join(file_name(&ns, &r.name)));
+                }
+                "EndpointSlice" => {
+                    update.deleted_slices.push((ns.clone(), r.name.clone()));
+                    files.push(self.dir.join("slices").join(file_name(&ns, &r.name)));
+                }
+                "CiliumLoadBalancerIPPool" => {
+                    pools_changed |= pools.remove(&r.name).is_some();
+                    files.push(self.dir.join("pools").join(format!("{}.json", r.name)));
+                }
+                _ => continue,
+            }
+            lines.push(format!("{r} deleted"));
+        }
+        let mut table = self.table.clone();
+        let mut change = table.apply(update)?;
+        if pools_changed {
+            change = table.set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
+        }
+        for f in files {
+            let _ = fs::remove_file(f);
+        }
+        self.table = table;
+        self.pools = pools;
+        self.write(&change)?;
+        self.last_change_us = started.elapsed().as_micros() as u64;
+        Ok(lines)
+    }
+
+    /// Re-derives the EndpointSlices of Services with a selector from the pods (the
+    /// endpoint-slice controller's job when no API server does it).
+    pub fn sync_pods(&mut self, pods: &[PodEndpoint]) -> anyhow::Result<()> {
+        let mut update = LbUpdate::default();
+        let mut derived: BTreeMap<ServiceName, BTreeSet<String>> = BTreeMap::new();
+        for svc in self.table.services() {
+            let Some(slices) = derive_slices(svc, pods) else {
+                continue;
+            };
+            let name = ServiceName::new(
+                svc.metadata.namespace.as_deref().unwrap_or("default"),
+                svc.metadata.name.as_deref().unwrap_or_default(),
+            );
+            let names: BTreeSet<String> = slices
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            let current: BTreeMap<&str, &EndpointSlice> = self
+                .table
+                .slices()
+                .filter(|s| s.metadata.namespace.as_deref() == Some(name.namespace.as_str()))
+                .filter_map(|s| s.metadata.name.as_deref().map(|n| (n, s)))
+                .collect();
+            for s in slices {
+                let n = s.metadata.name.clone().unwrap_or_default();
+                if current.get(n.as_str()).is_none_or(|c| **c != s) {
+                    update.slices.push(s);
+                }
+            }
+            for old in self.derived.get(&name).into_iter().flatten() {
+                if !names.contains(old) {
+                    update
+                        .deleted_slices
+                        .push((name.namespace.clone(), old.clone()));
+                }
+            }
+            derived.insert(name, names);
+        }
+        for (name, old) in &self.derived {
+            if !derived.contains_key(name) {
+                for o in old {
+                    update
+                        .deleted_slices
+                        .push((name.namespace.clone(), o.clone()));
+                }
+            }
+        }
+        self.derived = derived;
+        if update.slices.is_empty() && update.deleted_slices.is_empty() {
+            return Ok(());
+        }
+        let change = self.table.apply(update)?;
+        self.write(&change)
+    }
+
+    /// The node's addresses changed (NodePort frontends follow them).
+    pub fn set_node_addresses(&mut self, addresses: Vec<IpAddr>) -> anyhow::Result<()> {
+        if self.table.node().addresses == addresses {
+            return Ok(());
+        }
+        let node = NodeInfo {
+            name: self.table.node().name.clone(),
+            addresses,
+        };
+        let change = self.table.set_node(node)?;
+        self.write(&change)
+    }
+
+    /// Frontends in force with their backends, for `plexus service list`.
+    pub fn views(&self) -> Vec<ServiceView> {
+        let mut out: Vec<ServiceView> = self
+            .table
+            .entries()
+            .map(|e| ServiceView {
+                id: e.id.0,
+                namespace: e.namespace.clone(),
+                name: e.name.clone(),
+                port_name: e.port_name.clone(),
+                frontend: e.frontend.key().to_string(),
+                kind: format!("{:?}", e.frontend.kind),
+                algorithm: format!("{:?}", e.algorithm).to_lowercase(),
+                affinity_seconds: e.affinity.map(|d| d.as_secs()),
+                backends: e
+                    .backends
+                    .iter()
+                    .map(|b| BackendView {
+                        id: b.id.0,
+                        address: std::net::SocketAddr::new(b.address, b.port).to_string(),
+                        state: format!("{:?}", b.state).to_lowercase(),
+                        node_local: b.node_local,
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|v| v.id);
+        out
+    }
+
+    /// Frontends in the maps.
+    pub fn frontend_count(&self) -> usize {
+        self.writer.len()
+    }
+}
+
+fn abi_key(k: &FrontendKey) -> lb_map::FrontendId {
+    lb_map::frontend_key(k.address, k.port, k.protocol.number())
+}
