@@ -102,6 +102,8 @@ impl Agent {
         };
         agent.restore()?;
         agent.reconcile().context("reconciling the datapath")?;
+        agent.sync_service_pods()?;
+        agent.services.adopted().context("writing services")?;
         agent.save()?;
         info!(node, %pod_cidr, endpoints = agent.state.endpoints.len(), "agent ready");
         Ok(agent)

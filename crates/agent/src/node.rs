@@ -38,6 +38,10 @@ pub fn ensure_router(gateway: Ipv4Addr) -> Result<(), NetdevError> {
         ],
     )?;
     ip(None, &["link", "set", HOST_DEVICE, "up"])?;
+    // Replies of NodePort connections leave the pods with a node address as their source
+    // (reverse NAT in the pod's program); without accept_local the stack would drop them as
+    // martians before routing them out.
+    let _ = std::fs::write("/proc/sys/net/ipv4/conf/all/accept_local", "1");
     Ok(())
 }
 

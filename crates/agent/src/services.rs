@@ -144,6 +144,9 @@ pub struct Services {
     derived: BTreeMap<ServiceName, BTreeSet<String>>,
     /// Microseconds the last change took to compute and write.
     pub last_change_us: u64,
+    /// Whether the maps have been brought to the computed state since start; until then
+    /// nothing is written.
+    loaded: bool,
 }
 
 fn file_name(ns: &str, name: &str) -> String {
@@ -169,14 +172,18 @@ impl Services {
         }
         let store = BpfLbStore::open(pin_dir).context("opening the load-balancing maps")?;
         let writer = LbWriter::adopt(&store).context("reading the load-balancing maps")?;
+        let mut table = LbTable::new(node);
+        // Frontends and backends keep the ids the maps (and the flows pinned to them) use.
+        table.adopt(adopted_ids(&writer));
         let mut s = Self {
-            table: LbTable::new(node),
+            table,
             writer,
             store,
             dir,
             pools: BTreeMap::new(),
             derived: BTreeMap::new(),
             last_change_us: 0,
+            loaded: false,
         };
         let mut objects = Vec::new();
         for sub in ["pools", "services", "slices"] {
@@ -191,12 +198,21 @@ impl Services {
             }
         }
         let n = objects.len();
+        // Nothing is written yet: the slices derived from pods come first (see `adopted`), or
+        // the maps would briefly lose their backends.
         s.apply_parsed(objects, false)?;
-        // Whatever the adopted maps hold beyond the computed state goes.
-        let states: Vec<_> = s.table.entries().map(lb_map::frontend_state).collect();
-        s.writer.apply(&mut s.store, &states, &[], true)?;
-        info!(objects = n, frontends = s.writer.len(), "services in force");
+        info!(objects = n, "services loaded");
         Ok(s)
+    }
+
+    /// After a restart, once derived slices are back: brings the adopted maps to exactly the
+    /// computed state (whatever they hold beyond it goes).
+    pub fn adopted(&mut self) -> anyhow::Result<()> {
+        let states: Vec<_> = self.table.entries().map(lb_map::frontend_state).collect();
+        self.writer.apply(&mut self.store, &states, &[], true)?;
+        self.loaded = true;
+        info!(frontends = self.writer.len(), "services in force");
+        Ok(())
     }
 
     /// Applies parsed objects, all or nothing; returns one line per object.
@@ -276,6 +292,9 @@ impl Services {
     }
 
     fn write(&mut self, change: &LbChange) -> anyhow::Result<()> {
+        if !self.loaded {
+            return Ok(());
+        }
         let states: Vec<_> = if change.full {
             self.table.entries().map(lb_map::frontend_state).collect()
         } else {
@@ -431,6 +450,46 @@ impl Services {
     pub fn frontend_count(&self) -> usize {
         self.writer.len()
     }
+}
+
+/// The ids in the adopted maps, as allocations.
+fn adopted_ids(w: &LbWriter) -> plexus_lb::LbAllocations {
+    fn addr(a: &plexus_abi::IpAddr6) -> IpAddr {
+        match a.to_v4_octets() {
+            Some(o) => IpAddr::from(o),
+            None => IpAddr::from(a.octets()),
+        }
+    }
+    fn proto(n: u8) -> Option<plexus_lb::Proto> {
+        use plexus_lb::Proto;
+        [Proto::Tcp, Proto::Udp, Proto::Sctp]
+            .into_iter()
+            .find(|p| p.number() == n)
+    }
+    let mut alloc = plexus_lb::LbAllocations::default();
+    for f in w.frontends() {
+        if let Some(protocol) = proto(f.key.proto) {
+            let key = FrontendKey {
+                address: addr(&f.key.addr),
+                port: u16::from_be(f.key.port),
+                protocol,
+            };
+            alloc
+                .service_ids
+                .insert(key, plexus_lb::ServiceId(f.value.rev_nat));
+        }
+    }
+    for (id, b) in w.backends() {
+        if let Some(protocol) = proto(b.proto) {
+            let key = plexus_lb::BackendKey {
+                address: addr(&b.addr),
+                port: u16::from_be(b.port),
+                protocol,
+            };
+            alloc.backend_ids.insert(key, plexus_lb::BackendId(*id));
+        }
+    }
+    alloc
 }
 
 fn abi_key(k: &FrontendKey) -> lb_map::FrontendId {

@@ -420,6 +420,11 @@ impl LbWriter {
         self.frontends.values()
     }
 
+    /// The backends in the maps, by id.
+    pub fn backends(&self) -> impl Iterator<Item = (&u32, &LbBackend)> {
+        self.backends.iter()
+    }
+
     /// Writes `upsert` (new or changed frontends), removes `remove`, then removes backends no
     /// frontend uses. `full` also removes every frontend not in `upsert` (a full sync).
     pub fn apply<S: LbStore>(
