@@ -7,7 +7,7 @@
 
 use aya_ebpf::helpers::bpf_jiffies64;
 use plexus_abi::{
-    conntrack::{CT_F_SEEN_REPLY, CT_OPENER_HIGHER, CT_OPENER_LOWER},
+    conntrack::{CT_F_HAIRPIN, CT_F_SEEN_REPLY, CT_OPENER_HIGHER, CT_OPENER_LOWER},
     CtEntry, CtKey,
 };
 
@@ -84,6 +84,21 @@ pub fn lookup(pkt: &CtKey) -> Ct {
 }
 
 impl Ct {
+    /// Brings a known connection's translation in line with its opening-direction packet: a
+    /// tuple reused by a new connection (an ephemeral port picked again, once translated in tc
+    /// and once balanced at the socket) must not keep the old connection's reverse NAT.
+    #[inline(always)]
+    pub fn set_translation(&self, rev_nat: u32, ct_flags: u8) {
+        if self.entry.is_null() || self.dir != CtDir::Original {
+            return;
+        }
+        let e = unsafe { &mut *self.entry };
+        if e.rev_nat != rev_nat || e.flags & CT_F_HAIRPIN != ct_flags & CT_F_HAIRPIN {
+            e.rev_nat = rev_nat;
+            e.flags = (e.flags & !CT_F_HAIRPIN) | (ct_flags & CT_F_HAIRPIN);
+        }
+    }
+
     /// The service translation of a known connection: (frontend id, `CT_F_*` flags); id 0
     /// when the connection was not translated in tc.
     #[inline(always)]

@@ -162,6 +162,7 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     }
     m.endpoint_id = src_id;
     let ct_flags = if hairpin { CT_F_HAIRPIN } else { 0 };
+    ct.set_translation(rev_nat, ct_flags);
     let report = conntrack::record(&ct, pkt.tcp_flags, src_identity, rev_nat, ct_flags);
 
     let Some(dst) = dst else {

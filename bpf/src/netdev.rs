@@ -54,6 +54,7 @@ fn try_from_netdev(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     };
     m.tuple = pkt.ct_key;
     let ct = conntrack::lookup(&pkt.ct_key);
+    ct.set_translation(rev_nat, 0);
     if ct.dir == CtDir::New {
         // Recorded here, with the frontend, so the backend's replies are reverse-translated;
         // the pod's own program still applies its ingress policy on delivery.
