@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::{
-    report::{format_ratio, group_thousands, ratio},
+    report::{columns, format_ratio, group_thousands, ratio},
     rr::RrResult,
     stats::median,
     synthetic::Mix,
@@ -298,31 +298,6 @@ impl FlowsReport {
         }
         out
     }
-}
-
-/// Left-aligned columns, each as wide as its widest cell plus three spaces (the last one not
-/// padded).
-fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(&widths) {
-            l.push_str(&format!("{c:<width$}", width = w + 3));
-        }
-        l.truncate(l.trim_end().len());
-        l.push('\n');
-        l
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! Child processes of a benchmark: programs pinned to one CPU inside a network namespace,
-//! commands run to completion within a time limit, and servers that die with the benchmark.
+//! Child processes of a benchmark: programs pinned to one CPU inside a network namespace (and,
+//! when asked, a cgroup), commands run to completion within a time limit, and servers that die
+//! with the benchmark.
 
 use std::{
+    ffi::CString,
     fs,
     io::{BufRead, BufReader, Read},
-    os::unix::process::CommandExt,
+    os::unix::{ffi::OsStrExt, process::CommandExt},
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     thread,
@@ -25,6 +27,38 @@ pub fn pinned(netns: &Path, cpu: u32, program: &Path, args: &[&str]) -> Command 
         .arg(program)
         .args(args);
     c
+}
+
+/// Makes `cmd`'s process join the cgroup v2 directory `cgroup` before it execs (it writes `0`,
+/// "myself", to `cgroup.procs`), so the program it runs, and every socket that program opens,
+/// belong to that cgroup from the start.
+pub fn join_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<(), BenchError> {
+    let procs = cgroup.join("cgroup.procs");
+    if !procs.exists() {
+        return Err(BenchError::Missing(format!(
+            "{} not found: not a cgroup v2 directory",
+            procs.display()
+        )));
+    }
+    let path = CString::new(procs.as_os_str().as_bytes())
+        .map_err(|_| BenchError::Missing(format!("{} has a NUL byte", procs.display())))?;
+    // SAFETY: open, write and close are async-signal-safe; `path` was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// A command as printed in errors.
@@ -154,6 +188,38 @@ pub fn spawn_ready_server(mut cmd: Command, log: &Path) -> Result<Servers, Bench
         ));
     }
     Ok(servers)
+}
+
+/// Waits until something in `netns` listens on TCP `port` (as `ss` shows it), for at most
+/// `limit`; fails early when `server` exits, with the end of its `log`.
+pub fn wait_listening(
+    netns: &Path,
+    port: u16,
+    server: &mut Child,
+    log: &Path,
+    limit: Duration,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        crate::interrupt::check()?;
+        let mut ss = Command::new("nsenter");
+        ss.arg(format!("--net={}", netns.display()))
+            .args(["--", "ss", "-Hltn"])
+            .arg(format!("sport = :{port}"));
+        if !run_cmd(ss)?.trim().is_empty() {
+            return Ok(());
+        }
+        let exited = matches!(server.try_wait(), Ok(Some(_)));
+        if exited || Instant::now() >= deadline {
+            return Err(BenchError::Missing(format!(
+                "no server listening on TCP port {port} in {}{}: {}",
+                netns.display(),
+                if exited { " (it exited)" } else { "" },
+                fs::read_to_string(log).unwrap_or_default().trim()
+            )));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Opens `path` for appending (a server's log).

@@ -9,8 +9,12 @@
 //! One transaction in flight at a time, so the rate is the inverse of the round-trip latency
 //! through the datapath (plus both ends' system calls), which is what a per-packet cost shows up
 //! in first.
+//!
+//! A third client measures what opening a connection costs: connect, read the line the server
+//! sends on accept, close; it records the `connect()` latency and which server answered.
 
 use std::{
+    collections::BTreeMap,
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     time::{Duration, Instant},
@@ -106,37 +110,44 @@ fn exchange(conn: &mut TcpStream, server: SocketAddr) -> Result<(), BenchError> 
         .map_err(|e| BenchError::io(format!("waiting for a reply from {server}"), e))
 }
 
-/// Runs `transaction` back to back for `duration`, recording each one's latency. `per_second`
-/// sizes the latency buffer so it does not reallocate during the measurement.
+/// Runs `transaction` back to back for `duration`; each call returns the latency to record
+/// (the whole transaction, or the part of it a test measures). `per_second` sizes the latency
+/// buffer so it does not reallocate during the measurement.
 fn measure(
     server: SocketAddr,
     duration: Duration,
     per_second: f64,
-    mut transaction: impl FnMut() -> Result<(), BenchError>,
+    mut transaction: impl FnMut() -> Result<Duration, BenchError>,
 ) -> Result<RrResult, BenchError> {
     let mut latencies: Vec<u64> =
         Vec::with_capacity((duration.as_secs_f64() * per_second).min(1e8) as usize);
     let start = Instant::now();
     let deadline = start + duration;
-    let mut t0 = start;
-    loop {
-        transaction()?;
-        let t1 = Instant::now();
-        latencies.push(t1.duration_since(t0).as_nanos() as u64);
-        t0 = t1;
-        if t1 >= deadline {
-            break;
+    let end = loop {
+        latencies.push(transaction()?.as_nanos() as u64);
+        let now = Instant::now();
+        if now >= deadline {
+            break now;
         }
-    }
-    RrResult::from_latencies(latencies, t0.duration_since(start))
+    };
+    RrResult::from_latencies(latencies, end.duration_since(start))
         .ok_or_else(|| BenchError::NoTransactions(server.to_string()))
+}
+
+/// Times `f`.
+fn timed(f: impl FnOnce() -> Result<(), BenchError>) -> Result<Duration, BenchError> {
+    let t0 = Instant::now();
+    f()?;
+    Ok(t0.elapsed())
 }
 
 /// Runs the client against `server` for `duration`: one connection, one byte each way per
 /// transaction, every transaction's latency recorded.
 pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
     let mut conn = connect(server)?;
-    measure(server, duration, 200_000.0, || exchange(&mut conn, server))
+    measure(server, duration, 200_000.0, || {
+        timed(|| exchange(&mut conn, server))
+    })
 }
 
 /// Runs the connect-rate client against `server` for `duration`: every transaction connects,
@@ -147,8 +158,68 @@ pub fn run_client(server: SocketAddr, duration: Duration) -> Result<RrResult, Be
 /// [`tune_for_connect_rate`]).
 pub fn run_connect_client(server: SocketAddr, duration: Duration) -> Result<RrResult, BenchError> {
     measure(server, duration, 50_000.0, || {
-        exchange(&mut connect(server)?, server)
+        timed(|| exchange(&mut connect(server)?, server))
     })
+}
+
+/// The outcome of a connect-latency run ([`run_name_client`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectResult {
+    /// Connections made (`transactions`), their rate (`tx_per_sec`) and the median and
+    /// 99th-percentile time `connect()` took (`p50_us`, `p99_us`).
+    #[serde(flatten)]
+    pub rr: RrResult,
+    /// How many connections each server answered, by the name line it sent.
+    pub replies: BTreeMap<String, u64>,
+}
+
+/// Runs a connect-latency client against `server` for `duration`: every connection connects,
+/// reads the line the server sends on accept (the lab workload's `ns/pod` name), and closes.
+/// The latency recorded is the `connect()` call's (the TCP handshake and whatever translates
+/// the address on the way); the rate counts whole connections.
+///
+/// Like [`run_connect_client`], it needs [`tune_for_connect_rate`] in the client's namespace.
+pub fn run_name_client(
+    server: SocketAddr,
+    duration: Duration,
+) -> Result<ConnectResult, BenchError> {
+    let mut replies: BTreeMap<String, u64> = BTreeMap::new();
+    let mut line = Vec::with_capacity(128);
+    let rr = measure(server, duration, 20_000.0, || {
+        let t0 = Instant::now();
+        let mut conn = connect(server)?;
+        let latency = t0.elapsed();
+        read_line(&mut conn, &mut line)
+            .map_err(|e| BenchError::io(format!("reading the reply line of {server}"), e))?;
+        let name = String::from_utf8_lossy(&line);
+        match replies.get_mut(name.as_ref()) {
+            Some(n) => *n += 1,
+            None => {
+                replies.insert(name.into_owned(), 1);
+            }
+        }
+        Ok(latency)
+    })?;
+    Ok(ConnectResult { rr, replies })
+}
+
+/// Reads from `conn` up to the first newline into `line` (without it).
+fn read_line(conn: &mut TcpStream, line: &mut Vec<u8>) -> std::io::Result<()> {
+    line.clear();
+    let mut buf = [0u8; 128];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&buf[..end]);
+            return Ok(());
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// Lets the calling thread's network namespace open connections as fast as
@@ -198,5 +269,25 @@ mod tests {
         let r = run_connect_client(addr, Duration::from_millis(100)).unwrap();
         assert!(r.transactions > 0);
         assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us);
+    }
+
+    #[test]
+    fn name_client_over_loopback() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                // The name in two writes: the client must read up to the newline.
+                let _ = conn.write_all(b"bench/");
+                let _ = conn.write_all(b"server-0\nrest");
+            }
+        });
+        let r = run_name_client(addr, Duration::from_millis(100)).unwrap();
+        assert!(r.rr.transactions > 0);
+        assert_eq!(r.replies.len(), 1);
+        assert_eq!(r.replies["bench/server-0"], r.rr.transactions);
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ConnectResult>(&json).unwrap(), r);
     }
 }

@@ -6,14 +6,16 @@ use std::{
     io::Write,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
+    process::Command,
     time::Duration,
 };
 
 use clap::Subcommand;
+use serde::de::DeserializeOwned;
 
 use crate::{
-    process::{output_within, pinned, spawn_ready_server, Servers},
-    rr::{self, RrResult},
+    process::{join_cgroup, output_within, pinned, spawn_ready_server, Servers},
+    rr::{self, ConnectResult, RrResult},
     BenchError,
 };
 
@@ -46,6 +48,20 @@ pub enum WorkerCmd {
         #[arg(long)]
         connect_per_tx: bool,
     },
+    /// Run the connect-latency client (connect, read the server's name line, close) and print
+    /// its result as JSON.
+    #[command(hide = true)]
+    NameClient {
+        /// Server address.
+        #[arg(long)]
+        ip: Ipv4Addr,
+        /// Server port.
+        #[arg(long)]
+        port: u16,
+        /// How long to run.
+        #[arg(long)]
+        seconds: f64,
+    },
 }
 
 impl WorkerCmd {
@@ -74,6 +90,13 @@ impl WorkerCmd {
                 } else {
                     rr::run_client(server, duration)?
                 };
+                let json = serde_json::to_string(&r).unwrap_or_default();
+                println!("{json}");
+                Ok(())
+            }
+            WorkerCmd::NameClient { ip, port, seconds } => {
+                let server = SocketAddr::V4(SocketAddrV4::new(ip, port));
+                let r = rr::run_name_client(server, Duration::from_secs_f64(seconds))?;
                 let json = serde_json::to_string(&r).unwrap_or_default();
                 println!("{json}");
                 Ok(())
@@ -123,7 +146,41 @@ pub fn run_rr_client(
     if connect_per_tx {
         args.push("--connect-per-tx");
     }
-    let cmd = pinned(netns, cpu, exe, &args);
+    run_json(pinned(netns, cpu, exe, &args), seconds)
+}
+
+/// Runs `exe name-client` in `netns` pinned to `cpu` against `server` for `seconds` and
+/// returns its result. With `cgroup`, the client runs in that cgroup (v2 directory) from its
+/// start, so the socket programs attached there see its connections.
+pub fn run_name_client(
+    exe: &Path,
+    netns: &Path,
+    cpu: u32,
+    server: SocketAddrV4,
+    seconds: f64,
+    cgroup: Option<&Path>,
+) -> Result<ConnectResult, BenchError> {
+    let ip = server.ip().to_string();
+    let port = server.port().to_string();
+    let secs = seconds.to_string();
+    let args = [
+        "name-client",
+        "--ip",
+        &ip,
+        "--port",
+        &port,
+        "--seconds",
+        &secs,
+    ];
+    let mut cmd = pinned(netns, cpu, exe, &args);
+    if let Some(cg) = cgroup {
+        join_cgroup(&mut cmd, cg)?;
+    }
+    run_json(cmd, seconds)
+}
+
+/// Runs a client that measures for `seconds` and prints its result as one JSON line.
+fn run_json<T: DeserializeOwned>(cmd: Command, seconds: f64) -> Result<T, BenchError> {
     let line = crate::process::command_line(&cmd);
     let out = output_within(cmd, Duration::from_secs_f64(seconds) + CLIENT_GRACE)?;
     if !out.success {

@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context};
@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use plexus_bench::{
     cpu, interrupt, iperf,
     lab::{PlexusLab, TempDir, CLIENT_SERVER_MANIFEST},
-    process::{log_file, output_within, pinned, run_cmd, spawn_server, which, Servers},
+    process::{log_file, output_within, pinned, spawn_server, wait_listening, which, Servers},
     report::{group_thousands, Report, Sample, SetupSummary},
     rr::RrResult,
     worker::{self, WorkerCmd, CLIENT_GRACE},
@@ -388,32 +388,9 @@ fn start_servers(ctx: &Ctx, kind: SetupKind, netns: &Path) -> anyhow::Result<Ser
     cmd.stdout(log_file(&log)?).stderr(log_file(&log)?);
     let child = spawn_server(cmd)?;
     servers.children.push(child);
-    let deadline = Instant::now() + SERVER_START;
-    loop {
-        interrupt::check()?;
-        let listening = run_cmd({
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", netns.display()))
-                .args(["--", "ss", "-Hltn"])
-                .arg(format!("sport = :{IPERF_PORT}"));
-            c
-        })?;
-        if !listening.trim().is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline
-            || servers
-                .children
-                .last_mut()
-                .map(|c| c.try_wait())
-                .is_some_and(|r| matches!(r, Ok(Some(_))))
-        {
-            bail!(
-                "iperf3 server did not start listening: {}",
-                fs::read_to_string(&log).unwrap_or_default().trim()
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
+    if let Some(child) = servers.children.last_mut() {
+        wait_listening(netns, IPERF_PORT, child, &log, SERVER_START)
+            .context("iperf3 server did not start listening")?;
     }
     Ok(servers)
 }
