@@ -166,6 +166,16 @@ impl LabGuard {
             .unwrap_or_else(|e| panic!("probe: bad JSON {e}: {} {}", r.stdout, r.stderr))
     }
 
+    /// Packets the node's datapath dropped with reason `code` so far.
+    pub fn drops(&self, code: u64) -> u64 {
+        let v = self.json(&["bpf", "drops", "list"]);
+        v.as_array()
+            .expect("drops list")
+            .iter()
+            .find(|d| d["code"] == code)
+            .map_or(0, |d| d["packets"].as_u64().unwrap_or(0))
+    }
+
     /// Named network namespace of a pod.
     pub fn pod_netns(&self, pod: &str) -> PathBuf {
         let pods = self.json(&["lab", "pods"]);

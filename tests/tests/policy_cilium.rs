@@ -38,15 +38,6 @@ fn connected(lab: &LabGuard, from: &str, to: &str, port: u16, proto: &str) -> bo
     lab.probe(from, to, port, proto)["connected"] == true
 }
 
-fn drops(lab: &LabGuard, code: u64) -> u64 {
-    let v = lab.json(&["bpf", "drops", "list"]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["code"] == code)
-        .map_or(0, |d| d["packets"].as_u64().unwrap())
-}
-
 #[test]
 fn deny_beats_allow_and_is_counted_as_policy_deny() {
     let t = topology();
@@ -66,7 +57,7 @@ spec:
     toPorts: [{ports: [{port: "80", protocol: TCP}]}]
 "#,
     );
-    let before_deny = drops(&lab, 181);
+    let before_deny = lab.drops(181);
     assert!(
         !connected(&lab, "x/b", "x/a", 80, "TCP"),
         "the deny on TCP/80 beats the allow-all"
@@ -88,16 +79,16 @@ spec:
         "the namespaced selector means x/b only"
     );
     assert!(
-        drops(&lab, 181) > before_deny,
+        lab.drops(181) > before_deny,
         "explicit denies count as POLICY_DENY (181)"
     );
 
     // Default deny with no allow counts as POLICY_DENIED (133). `ingress: [{}]` is Cilium's
     // deny-all (an empty list would not select the endpoint for ingress at all).
     apply(&lab, "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: c-closed, namespace: x}\nspec:\n  endpointSelector: {matchLabels: {pod: c}}\n  ingress: [{}]\n");
-    let before = drops(&lab, 133);
+    let before = lab.drops(133);
     assert!(!connected(&lab, "x/a", "x/c", 80, "TCP"));
-    assert!(drops(&lab, 133) > before);
+    assert!(lab.drops(133) > before);
 
     let trace = lab.json(&[
         "policy",

@@ -110,15 +110,6 @@ fn web_pods(lab: &LabGuard) -> BTreeSet<String> {
         .collect()
 }
 
-fn drops(lab: &LabGuard, code: u64) -> u64 {
-    let v = lab.json(&["bpf", "drops", "list"]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["code"] == code)
-        .map_or(0, |d| d["packets"].as_u64().unwrap())
-}
-
 /// Turns transmit checksum offload off on a namespace's `eth0`, so wrong NAT checksums would
 /// be caught by the receiver instead of hidden by the veth.
 fn tx_off(netns: &Path) {
@@ -514,7 +505,7 @@ spec:
   ports: [{name: t, port: 80, targetPort: 8080}, {name: u, port: 80, protocol: UDP, targetPort: 8080}]
 "#;
     let lab = up("svcnone", &topology(1, svc));
-    let before = drops(&lab, 158);
+    let before = lab.drops(158);
     for (proto, lb) in [("TCP", "on"), ("TCP", "off"), ("UDP", "off")] {
         let r = &probes(&lab, "x/client", "svc/x/empty", proto, lb, 1)[0];
         assert_eq!(r["connected"], false);
@@ -525,7 +516,7 @@ spec:
         );
         assert!(r["elapsed_ms"].as_u64().unwrap() < 1000, "{r}");
     }
-    assert!(drops(&lab, 158) >= before + 3);
+    assert!(lab.drops(158) >= before + 3);
 }
 
 #[test]

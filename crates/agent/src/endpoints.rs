@@ -419,18 +419,9 @@ impl Agent {
             .endpoints
             .values()
             .map(|e| {
-                let ns = if e.spec.pod_namespace.is_empty() {
-                    "default".to_string()
-                } else {
-                    e.spec.pod_namespace.clone()
-                };
-                let pod = self
-                    .state
-                    .objects
-                    .pods
-                    .get(&format!("{ns}/{}", e.spec.pod_name));
+                let pod = self.state.objects.pod_of(&e.spec);
                 plexus_lb::PodEndpoint {
-                    namespace: ns,
+                    namespace: e.spec.namespace().to_string(),
                     name: e.spec.pod_name.clone(),
                     labels: pod.map(|p| p.labels.clone()).unwrap_or_default(),
                     ip: e.spec.ipv4.clone(),

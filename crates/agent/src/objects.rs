@@ -214,6 +214,11 @@ impl Objects {
             .collect()
     }
 
+    /// The Pod object of an endpoint, if one was applied.
+    pub fn pod_of(&self, spec: &plexus_api::EndpointSpec) -> Option<&PodObject> {
+        self.pods.get(&spec.pod_key())
+    }
+
     /// Every stored policy, parsed (a stored policy always parses: it did when applied).
     pub fn parsed_policies(&self) -> Vec<ParsedPolicy> {
         self.policies

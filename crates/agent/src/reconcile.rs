@@ -61,14 +61,9 @@ impl Resolved {
 
 /// The identity labels of an endpoint from the objects the agent knows.
 pub fn labels_for(agent_objects: &crate::objects::Objects, spec: &EndpointSpec) -> Labels {
-    let ns = if spec.pod_namespace.is_empty() {
-        "default"
-    } else {
-        spec.pod_namespace.as_str()
-    };
+    let ns = spec.namespace();
     let pod_labels = agent_objects
-        .pods
-        .get(&format!("{ns}/{}", spec.pod_name))
+        .pod_of(spec)
         .map(|p| p.labels.clone())
         .unwrap_or_default();
     let ns_labels = agent_objects
@@ -192,29 +187,21 @@ impl Agent {
             .collect();
         let inputs: Vec<EndpointInput> = ready
             .iter()
-            .map(|e| {
-                let ns = if e.spec.pod_namespace.is_empty() {
-                    "default"
-                } else {
-                    e.spec.pod_namespace.as_str()
-                };
-                EndpointInput {
-                    id: e.id,
-                    identity: e.identity,
-                    labels: self
-                        .state
-                        .endpoint_labels
-                        .get(&e.spec.attachment.owner())
-                        .cloned()
-                        .unwrap_or_default(),
-                    named_ports: self
-                        .state
-                        .objects
-                        .pods
-                        .get(&format!("{ns}/{}", e.spec.pod_name))
-                        .map(|p| p.named_ports.clone())
-                        .unwrap_or_default(),
-                }
+            .map(|e| EndpointInput {
+                id: e.id,
+                identity: e.identity,
+                labels: self
+                    .state
+                    .endpoint_labels
+                    .get(&e.spec.attachment.owner())
+                    .cloned()
+                    .unwrap_or_default(),
+                named_ports: self
+                    .state
+                    .objects
+                    .pod_of(&e.spec)
+                    .map(|p| p.named_ports.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         let compiled = compile(&Inputs {
@@ -394,16 +381,7 @@ impl Agent {
             let Ok(ip) = e.spec.ipv4.parse::<IpAddr>() else {
                 continue;
             };
-            let ns = if e.spec.pod_namespace.is_empty() {
-                "default"
-            } else {
-                e.spec.pod_namespace.as_str()
-            };
-            let pod = self
-                .state
-                .objects
-                .pods
-                .get(&format!("{ns}/{}", e.spec.pod_name));
+            let pod = self.state.objects.pod_of(&e.spec);
             let labels = self
                 .state
                 .endpoint_labels

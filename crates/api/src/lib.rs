@@ -265,6 +265,22 @@ pub struct EndpointSpec {
     pub ipv4: String,
 }
 
+impl EndpointSpec {
+    /// The pod's namespace (`default` when the runtime did not say).
+    pub fn namespace(&self) -> &str {
+        if self.pod_namespace.is_empty() {
+            "default"
+        } else {
+            &self.pod_namespace
+        }
+    }
+
+    /// `namespace/name` of the pod.
+    pub fn pod_key(&self) -> String {
+        format!("{}/{}", self.namespace(), self.pod_name)
+    }
+}
+
 /// An address handed out by IPAM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpamLease {

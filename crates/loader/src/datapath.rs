@@ -298,20 +298,6 @@ impl Datapath {
     }
 }
 
-fn sock_program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut CgroupSockAddr, LoaderError> {
-    let prog = ebpf.program_mut(name).ok_or(LoaderError::Program {
-        program: name,
-        source: aya::programs::ProgramError::NotLoaded,
-    })?;
-    prog.try_into().map_err(|source| LoaderError::Program {
-        program: name,
-        source,
-    })
-}
-
 /// Raw bpf(2) with a zero-padded attribute buffer.
 fn bpf_syscall(cmd: libc::c_long, attr: &[u8]) -> std::io::Result<libc::c_long> {
     let mut buf = [0u8; 128];
@@ -345,10 +331,11 @@ fn link_update(pin: &Path, prog: &aya::programs::ProgramFd) -> std::io::Result<(
     bpf_syscall(BPF_LINK_UPDATE, &attr).map(|_| ())
 }
 
-fn classifier<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, LoaderError> {
+/// A program of the object by name, as its type.
+fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     let prog = ebpf.program_mut(name).ok_or(LoaderError::Program {
         program: name,
         source: aya::programs::ProgramError::NotLoaded,
@@ -357,6 +344,20 @@ fn classifier<'a>(
         program: name,
         source,
     })
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, LoaderError> {
+    typed_program(ebpf, name)
+}
+
+fn sock_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, LoaderError> {
+    typed_program(ebpf, name)
 }
 
 /// Pin path of one hook's link. bpffs refuses '.' in names (reserved), hence the underscore.
