@@ -549,3 +549,78 @@ spec:
     assert_eq!(lab.json(&["service", "list"]), before);
     let _ = service_ip(&lab, "self");
 }
+
+/// Runs a Python client in a pod's network namespace, in the node's pod cgroup (so the socket
+/// hooks apply) or outside it; returns its output.
+fn python_in_pod(lab: &LabGuard, pod: &str, in_cgroup: bool, script: &str, arg: &str) -> String {
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(format!("/run/plexus/lab/{}/state.json", lab.name)).unwrap(),
+    )
+    .unwrap();
+    let cgroup = state["nodes"][0]["cgroup"].as_str().expect("node cgroup");
+    let join = if in_cgroup {
+        format!("echo $$ > {cgroup}/cgroup.procs && ")
+    } else {
+        String::new()
+    };
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{join}exec nsenter --net={} -- python3 -c \"$0\" \"$1\"",
+            lab.pod_netns(pod).display()
+        ))
+        .arg(script)
+        .arg(arg)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn socket_lb_picks_the_backend_at_connect_and_the_application_sees_the_service() {
+    let lab = up("svcsock", &topology(1, WEB));
+    let vip = service_ip(&lab, "web");
+    let backend = lab.pod_ip(web_pods(&lab).iter().next().unwrap());
+    // getpeername() (TCP) and recvfrom() on an unconnected UDP socket (sendmsg4/recvmsg4).
+    let script = r#"
+import socket, sys
+vip = sys.argv[1]
+t = socket.create_connection((vip, 80), timeout=2)
+print("tcp", t.getpeername()[0], t.getsockname()[1])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(2)
+u.sendto(b"probe", (vip, 80))
+data, addr = u.recvfrom(100)
+print("udp", addr[0], addr[1])
+"#;
+    for in_cgroup in [true, false] {
+        let out = python_in_pod(&lab, "x/client", in_cgroup, script, &vip);
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(lines[0][1], vip, "getpeername shows the service: {out}");
+        assert_eq!(
+            lines[1][1..],
+            [vip.as_str(), "80"],
+            "recvfrom shows the service: {out}"
+        );
+        // Socket LB leaves nothing to translate per packet: the connection to the backend is
+        // tracked without a frontend. The tc path records the frontend it translated from.
+        let sport: u64 = lines[0][2].parse().unwrap();
+        let ct = lab.json(&["bpf", "ct", "list"]);
+        let entry = ct
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["sport"] == sport && c["dst"] == backend.as_str() && c["proto"] == "TCP")
+            .unwrap_or_else(|| panic!("no conntrack entry to the backend from port {sport}: {ct}"));
+        assert_eq!(
+            entry["rev_nat"] == 0,
+            in_cgroup,
+            "in cgroup: {in_cgroup}: {entry}"
+        );
+    }
+}

@@ -245,6 +245,7 @@ pub fn run(cli: &Cli, dir: &Path, cmd: &BpfCmd) -> anyhow::Result<()> {
                             "dst": ip(&c.key.daddr), "dport": u16::from_be(c.key.dport),
                             "tx_packets": c.entry.tx_packets, "rx_packets": c.entry.rx_packets,
                             "tcp_flags": c.entry.tcp_flags, "flags": c.entry.flags,
+                            "rev_nat": c.entry.rev_nat,
                         })
                     })
                     .collect();
@@ -258,6 +259,7 @@ pub fn run(cli: &Cli, dir: &Path, cmd: &BpfCmd) -> anyhow::Result<()> {
                 "TX PKTS",
                 "RX PKTS",
                 "REPLIED",
+                "SERVICE",
             ]);
             for c in ct {
                 t.row(vec![
@@ -267,6 +269,12 @@ pub fn run(cli: &Cli, dir: &Path, cmd: &BpfCmd) -> anyhow::Result<()> {
                     c.entry.tx_packets.to_string(),
                     c.entry.rx_packets.to_string(),
                     (c.entry.flags & plexus_abi::conntrack::CT_F_SEEN_REPLY != 0).to_string(),
+                    // The frontend a tc-translated connection was opened to.
+                    if c.entry.rev_nat == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("#{}", c.entry.rev_nat)
+                    },
                 ]);
             }
             print!("{t}");
