@@ -614,7 +614,7 @@ mod tests {
         let mut store = MemLbStore::default();
         let mut w = LbWriter::new();
         let f = frontend(1, &[1, 2]);
-        w.apply(&mut store, &[f.clone()], &[], false).unwrap();
+        w.apply(&mut store, &[f], &[], false).unwrap();
         let head = store
             .ops
             .iter()
