@@ -78,7 +78,7 @@ fn xlate(ctx: &SockAddrContext, per_flow: bool) {
             }
         }
     }
-    let (id, b) = match chosen {
+    let (_, b) = match chosen {
         Some(c) => c,
         None => {
             let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
@@ -107,7 +107,6 @@ fn xlate(ctx: &SockAddrContext, per_flow: bool) {
         rev_nat: svc.rev_nat,
     };
     let _ = PLEXUS_LB_SOCK_REV.insert(&sock_key(cookie, baddr, b.port), &rev, 0);
-    let _ = id;
     unsafe {
         (*sa).user_ip4 = baddr;
         (*sa).user_port = b.port as u32;

@@ -80,7 +80,8 @@ fn probes(lab: &LabGuard, src: &str, dst: &str, proto: &str, lb: &str, count: u3
         "--count",
         &count.to_string(),
         "--timeout-ms",
-        "2000",
+        // Generous: the suite runs labs in parallel on two cores.
+        "5000",
         "--json",
     ]);
     let v: Value = serde_json::from_str(&r.stdout)
@@ -131,7 +132,7 @@ fn tcp_reply(netns: &Path, addr: &str, sport: Option<u16>) -> Option<String> {
     plexus_netdev::in_netns(netns, move || {
         let s = socket2_connect(addr, sport)?;
         let mut s = s;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).ok()?;
         let line = String::from_utf8_lossy(&buf[..n])
@@ -164,7 +165,7 @@ fn tcp_reply(netns: &Path, addr: &str, sport: Option<u16>) -> Option<String> {
 fn socket2_connect(addr: SocketAddr, sport: Option<u16>) -> Option<TcpStream> {
     use std::os::fd::FromRawFd;
     let Some(sport) = sport else {
-        return TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok();
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok();
     };
     // SAFETY: plain socket calls on a descriptor we own; sockaddr_in built in full.
     unsafe {

@@ -83,7 +83,7 @@ impl Agent {
             bpf_dir,
             plexus_lb::NodeInfo {
                 name: node.to_string(),
-                addresses: node::addresses(),
+                addresses: node::addresses(false),
             },
         )
         .context("loading services")?;
@@ -466,7 +466,7 @@ impl Agent {
         }
         let present = node::external_devices();
         self.devices.retain(|d| present.contains(d));
-        if let Err(e) = self.services.set_node_addresses(node::addresses()) {
+        if let Err(e) = self.services.set_node_addresses(node::addresses(false)) {
             warn!(error = %e, "updating NodePort frontends");
         }
     }

@@ -95,9 +95,10 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
-/// The node's IPv4 addresses except loopback ones (NodePort frontends), sorted. `getifaddrs`
-/// asks the kernel over netlink, so it answers for the agent's network namespace.
-pub fn addresses() -> Vec<std::net::IpAddr> {
+/// The node's IPv4 addresses (identity `host`; without loopback ones, the NodePort frontends),
+/// sorted. `getifaddrs` asks the kernel over netlink, so it answers for the agent's network
+/// namespace, without starting a process.
+pub fn addresses(loopback: bool) -> Vec<std::net::IpAddr> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read it in between.
@@ -114,7 +115,7 @@ pub fn addresses() -> Vec<std::net::IpAddr> {
             // SAFETY: an AF_INET address is a sockaddr_in.
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            if !ip.is_loopback() {
+            if loopback || !ip.is_loopback() {
                 out.push(std::net::IpAddr::V4(ip));
             }
         }

@@ -74,20 +74,6 @@ pub fn labels_for(agent_objects: &crate::objects::Objects, spec: &EndpointSpec) 
     endpoint_labels(ns, &pod_labels, &ns_labels)
 }
 
-/// IPv4 addresses of the agent's network namespace (the node's own: identity `host`).
-fn node_addresses() -> Vec<IpAddr> {
-    let Ok(out) = plexus_netdev::ip(None, &["-j", "-4", "addr", "show"]) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
-        .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
-        .collect()
-}
-
 fn ipcache_key(p: &Prefix) -> (u32, [u8; 16]) {
     match p.addr {
         IpAddr::V4(v) => (
@@ -213,7 +199,7 @@ impl Agent {
         let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         // ipcache: pods, the node's own addresses, and every CIDR policies mention.
-        let node_addrs = node_addresses();
+        let node_addrs = crate::node::addresses(true);
         let mut ipcache = BTreeMap::new();
         let value = |identity| IpcacheValue {
             identity,

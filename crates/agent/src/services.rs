@@ -365,15 +365,9 @@ impl Services {
                 .iter()
                 .filter_map(|s| s.metadata.name.clone())
                 .collect();
-            let current: BTreeMap<&str, &EndpointSlice> = self
-                .table
-                .slices()
-                .filter(|s| s.metadata.namespace.as_deref() == Some(name.namespace.as_str()))
-                .filter_map(|s| s.metadata.name.as_deref().map(|n| (n, s)))
-                .collect();
             for s in slices {
-                let n = s.metadata.name.clone().unwrap_or_default();
-                if current.get(n.as_str()).is_none_or(|c| **c != s) {
+                let n = s.metadata.name.as_deref().unwrap_or_default();
+                if self.table.slice(&name.namespace, n) != Some(&s) {
                     update.slices.push(s);
                 }
             }

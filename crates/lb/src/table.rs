@@ -76,6 +76,8 @@ pub struct LbTable {
     services: BTreeMap<ServiceName, Service>,
     /// Slices by Service, then by slice name.
     slices: BTreeMap<ServiceName, BTreeMap<String, EndpointSlice>>,
+    /// The Service each slice (namespace, name) belongs to: no scan over all slices per change.
+    slice_owner: HashMap<(String, String), ServiceName>,
     pools: Vec<LbPool>,
     node: NodeInfo,
     entries: BTreeMap<ServiceName, Vec<ServiceEntry>>,
@@ -143,6 +145,14 @@ impl LbTable {
         self.slices.values().flat_map(|s| s.values())
     }
 
+    /// One EndpointSlice by namespace and name.
+    pub fn slice(&self, namespace: &str, name: &str) -> Option<&EndpointSlice> {
+        let svc = self
+            .slice_owner
+            .get(&(namespace.to_string(), name.to_string()))?;
+        self.slices.get(svc)?.get(name)
+    }
+
     /// The node this table is for.
     pub fn node(&self) -> &NodeInfo {
         &self.node
@@ -206,28 +216,24 @@ impl LbTable {
         for name in update.deleted_services {
             self.services.remove(&name);
         }
-        for (ns, name) in &update.deleted_slices {
-            for (svc, slices) in self.slices.iter_mut() {
-                if svc.namespace == *ns && slices.remove(name).is_some() {
-                    touched.insert(svc.clone());
-                }
-            }
+        for (ns, name) in update.deleted_slices {
+            self.remove_slice(ns, name, &mut touched);
         }
         for slice in update.slices {
             let name = slice.metadata.name.clone().unwrap_or_default();
-            let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+            let ns = slice
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             // A slice relabelled to another Service leaves the old one.
-            for (svc, slices) in self.slices.iter_mut() {
-                if svc.namespace == ns && slices.remove(&name).is_some() {
-                    touched.insert(svc.clone());
-                }
-            }
+            self.remove_slice(ns.clone(), name.clone(), &mut touched);
             if let Some(svc) = slice_service(&slice) {
                 touched.insert(svc.clone());
+                self.slice_owner.insert((ns, name.clone()), svc.clone());
                 self.slices.entry(svc).or_default().insert(name, slice);
             }
         }
-        self.slices.retain(|_, s| !s.is_empty());
         if needs_full
             || touched
                 .iter()
@@ -240,6 +246,19 @@ impl LbTable {
             self.recompute_one(&name, &mut change)?;
         }
         Ok(change)
+    }
+
+    fn remove_slice(&mut self, ns: String, name: String, touched: &mut BTreeSet<ServiceName>) {
+        let Some(svc) = self.slice_owner.remove(&(ns, name.clone())) else {
+            return;
+        };
+        if let Some(slices) = self.slices.get_mut(&svc) {
+            slices.remove(&name);
+            if slices.is_empty() {
+                self.slices.remove(&svc);
+            }
+        }
+        touched.insert(svc);
     }
 
     fn recompute_one(&mut self, name: &ServiceName, change: &mut LbChange) -> Result<(), LbError> {
