@@ -216,9 +216,13 @@ impl Agent {
                 endpoints: self.state.endpoints.values().cloned().collect(),
             }),
             Request::Gc { valid } => self.gc(&valid).map(|()| Response::Ok),
-            Request::ApplyObjects { objects } => self
-                .apply_objects(&objects)
-                .map(|lines| Response::Changed { lines }),
+            Request::ApplyObjects { objects } => {
+                let started = Instant::now();
+                self.apply_objects(&objects).map(|lines| Response::Changed {
+                    lines,
+                    elapsed_us: started.elapsed().as_micros() as u64,
+                })
+            }
             Request::ValidateObjects { objects } => objects
                 .iter()
                 .map(|o| {
@@ -231,13 +235,18 @@ impl Agent {
                 .collect::<anyhow::Result<Vec<_>>>()
                 .map(|v| Response::Changed {
                     lines: vec![format!("{} objects valid", v.len())],
+                    elapsed_us: 0,
                 }),
             Request::ServiceList => Ok(Response::Services {
                 services: self.services.views(),
             }),
-            Request::DeleteObjects { refs } => self
-                .delete_objects(&refs)
-                .map(|lines| Response::Changed { lines }),
+            Request::DeleteObjects { refs } => {
+                let started = Instant::now();
+                self.delete_objects(&refs).map(|lines| Response::Changed {
+                    lines,
+                    elapsed_us: started.elapsed().as_micros() as u64,
+                })
+            }
             Request::PolicyGet => Ok(Response::Policies {
                 policies: self.policy_views(),
             }),

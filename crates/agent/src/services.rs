@@ -142,6 +142,8 @@ pub struct Services {
     pools: BTreeMap<String, (LbPool, Value)>,
     /// Names of the slices derived for each Service with a selector.
     derived: BTreeMap<ServiceName, BTreeSet<String>>,
+    /// Services with a selector: the only ones whose backends follow the pods.
+    selected: BTreeSet<ServiceName>,
     /// Microseconds the last change took to compute and write.
     pub last_change_us: u64,
     /// Whether the maps have been brought to the computed state since start; until then
@@ -182,6 +184,7 @@ impl Services {
             dir,
             pools: BTreeMap::new(),
             derived: BTreeMap::new(),
+            selected: BTreeSet::new(),
             last_change_us: 0,
             loaded: false,
         };
@@ -231,6 +234,7 @@ impl Services {
         let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         let mut pools = self.pools.clone();
         let mut pools_changed = false;
+        let mut selected = self.selected.clone();
         for o in objects {
             match o {
                 LbObject::Service(svc) => {
@@ -239,6 +243,17 @@ impl Services {
                         svc.metadata.name.clone().unwrap_or_default(),
                     );
                     lines.push(format!("Service {ns}/{name} applied"));
+                    let key = ServiceName::new(&ns, &name);
+                    if svc
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.as_ref())
+                        .is_some_and(|s| !s.is_empty())
+                    {
+                        selected.insert(key);
+                    } else {
+                        selected.remove(&key);
+                    }
                     if persist {
                         files.push((
                             self.dir.join("services").join(file_name(&ns, &name)),
@@ -274,18 +289,19 @@ impl Services {
                 }
             }
         }
-        // Compute on a copy: bad input changes nothing in force.
-        let mut table = self.table.clone();
-        let mut change = table.apply(update)?;
+        // The table checks every object before it changes anything, so bad input changes
+        // nothing in force (and no copy of 50,000 Services is needed to make sure).
+        let mut change = self.table.apply(update)?;
         if pools_changed {
-            let full = table.set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
-            change = full;
+            change = self
+                .table
+                .set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
         }
         for (path, data) in files {
             write_atomic(&path, &data)?;
         }
-        self.table = table;
         self.pools = pools;
+        self.selected = selected;
         self.write(&change)?;
         self.last_change_us = started.elapsed().as_micros() as u64;
         Ok(lines)
@@ -333,15 +349,15 @@ impl Services {
             }
             lines.push(format!("{r} deleted"));
         }
-        let mut table = self.table.clone();
-        let mut change = table.apply(update)?;
+        let mut change = self.table.apply(update)?;
         if pools_changed {
-            change = table.set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
+            change = self
+                .table
+                .set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
         }
         for f in files {
             let _ = fs::remove_file(f);
         }
-        self.table = table;
         self.pools = pools;
         self.write(&change)?;
         self.last_change_us = started.elapsed().as_micros() as u64;
@@ -353,14 +369,15 @@ impl Services {
     pub fn sync_pods(&mut self, pods: &[PodEndpoint]) -> anyhow::Result<()> {
         let mut update = LbUpdate::default();
         let mut derived: BTreeMap<ServiceName, BTreeSet<String>> = BTreeMap::new();
-        for svc in self.table.services() {
-            let Some(slices) = derive_slices(svc, pods) else {
+        for name in &self.selected {
+            let Some(slices) = self
+                .table
+                .service(name)
+                .and_then(|svc| derive_slices(svc, pods))
+            else {
                 continue;
             };
-            let name = ServiceName::new(
-                svc.metadata.namespace.as_deref().unwrap_or("default"),
-                svc.metadata.name.as_deref().unwrap_or_default(),
-            );
+            let name = name.clone();
             let names: BTreeSet<String> = slices
                 .iter()
                 .filter_map(|s| s.metadata.name.clone())

@@ -378,6 +378,9 @@ pub enum Response {
     Changed {
         /// `Kind ns/name created|configured|unchanged|deleted`.
         lines: Vec<String>,
+        /// How long the agent took to put the change in force (compute and write the maps).
+        #[serde(default)]
+        elapsed_us: u64,
     },
     /// Policies.
     Policies {

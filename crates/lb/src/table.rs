@@ -140,6 +140,11 @@ impl LbTable {
         self.services.values()
     }
 
+    /// One Service by name.
+    pub fn service(&self, name: &ServiceName) -> Option<&Service> {
+        self.services.get(name)
+    }
+
     /// The EndpointSlices held.
     pub fn slices(&self) -> impl Iterator<Item = &EndpointSlice> {
         self.slices.values().flat_map(|s| s.values())
