@@ -374,11 +374,11 @@ impl Agent {
     /// failure the previous objects come back and are reconciled again.
     fn apply_objects(&mut self, objs: &[serde_json::Value]) -> anyhow::Result<Vec<String>> {
         // Everything is parsed before anything is applied.
-        let (lb, rest): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        let (lb_values, rest): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
             objs.iter().partition(|o| is_lb(o));
-        let lb = lb
-            .into_iter()
-            .map(crate::services::parse)
+        let lb = lb_values
+            .iter()
+            .map(|v| crate::services::parse(v))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let parsed = rest
             .into_iter()
@@ -388,7 +388,8 @@ impl Agent {
         let has_lb = !lb.is_empty();
         if has_lb {
             // Services first: they change no policy, and a policy apply below may fail alone.
-            lines.extend(self.services.apply(lb)?);
+            let values = lb_values.into_iter().cloned().collect();
+            lines.extend(self.services.apply(lb, values)?);
         }
         if !parsed.is_empty() {
             let before = self.state.objects.clone();

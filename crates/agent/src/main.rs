@@ -4,6 +4,7 @@
 mod capture;
 mod endpoints;
 mod inspect;
+mod journal;
 mod node;
 mod objects;
 mod reconcile;

@@ -2,14 +2,13 @@
 //! the pods a Service selects) and LoadBalancer address pools, kept in an incremental
 //! [`LbTable`] and written to the datapath's load-balancing maps frontend by frontend.
 //!
-//! Each object is persisted as its own file (write, rename), so adding one Service to 50,000
-//! costs two small writes and not a rewrite of everything; a restarted agent reads them back,
-//! adopts the maps it finds pinned and brings them to exactly the computed state.
+//! Changes are persisted as journal appends ([`crate::journal`]), so adding one Service to
+//! 50,000 costs one small write and not a rewrite of everything; a restarted agent replays
+//! them, adopts the maps it finds pinned and brings them to exactly the computed state.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -24,6 +23,8 @@ use plexus_lb::{
 use plexus_loader::lb_map::{self, BpfLbStore, LbWriter};
 use serde_json::Value;
 use tracing::info;
+
+use crate::journal::{Entry, Journal};
 
 /// Kinds this module owns.
 pub fn is_lb_kind(api: &str, kind: &str) -> bool {
@@ -138,7 +139,7 @@ pub struct Services {
     table: LbTable,
     writer: LbWriter,
     store: BpfLbStore,
-    dir: PathBuf,
+    journal: Journal,
     pools: BTreeMap<String, (LbPool, Value)>,
     /// Names of the slices derived for each Service with a selector.
     derived: BTreeMap<ServiceName, BTreeSet<String>>,
@@ -151,27 +152,11 @@ pub struct Services {
     loaded: bool,
 }
 
-fn file_name(ns: &str, name: &str) -> String {
-    format!("{ns}_{name}.json")
-}
-
-/// Writes a file so that a crash leaves the old or the new one (no fsync: the agent crashing
-/// is what this guards against; a node reboot loses the pinned datapath too).
-fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-}
-
 impl Services {
     /// Loads the persisted objects, adopts the pinned maps and brings them to the computed
     /// state.
     pub fn open(state_dir: &Path, pin_dir: &Path, node: NodeInfo) -> anyhow::Result<Self> {
-        let dir = state_dir.join("lb");
-        for sub in ["services", "slices", "pools"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
-        }
+        let (journal, values) = Journal::open(&state_dir.join("lb"))?;
         let store = BpfLbStore::open(pin_dir).context("opening the load-balancing maps")?;
         let writer = LbWriter::adopt(&store).context("reading the load-balancing maps")?;
         let mut table = LbTable::new(node);
@@ -181,29 +166,22 @@ impl Services {
             table,
             writer,
             store,
-            dir,
+            journal,
             pools: BTreeMap::new(),
             derived: BTreeMap::new(),
             selected: BTreeSet::new(),
             last_change_us: 0,
             loaded: false,
         };
-        let mut objects = Vec::new();
-        for sub in ["pools", "services", "slices"] {
-            let d = s.dir.join(sub);
-            for entry in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-                let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "json") {
-                    let v: Value = serde_json::from_slice(&fs::read(&path)?)
-                        .with_context(|| format!("parsing {}", path.display()))?;
-                    objects.push(parse(&v).with_context(|| path.display().to_string())?);
-                }
-            }
-        }
+        let objects = values
+            .iter()
+            .map(parse)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("replaying the services journal")?;
         let n = objects.len();
         // Nothing is written yet: the slices derived from pods come first (see `adopted`), or
         // the maps would briefly lose their backends.
-        s.apply_parsed(objects, false)?;
+        s.apply_parsed(objects)?;
         info!(objects = n, "services loaded");
         Ok(s)
     }
@@ -218,20 +196,56 @@ impl Services {
         Ok(())
     }
 
-    /// Applies parsed objects, all or nothing; returns one line per object.
-    pub fn apply(&mut self, objects: Vec<LbObject>) -> anyhow::Result<Vec<String>> {
-        self.apply_parsed(objects, true)
-    }
-
-    fn apply_parsed(
+    /// Applies objects (`values` as received, `objects` parsed from them), all or nothing;
+    /// returns one line per object.
+    pub fn apply(
         &mut self,
         objects: Vec<LbObject>,
-        persist: bool,
+        values: Vec<Value>,
     ) -> anyhow::Result<Vec<String>> {
+        let lines = self.apply_parsed(objects)?;
+        self.journal.append(&Entry::Apply(values))?;
+        self.maybe_compact()
+            .context("compacting the services journal")?;
+        Ok(lines)
+    }
+
+    /// Folds the journal into a snapshot once it is longer than what it describes, so replay
+    /// stays proportional to the objects and compaction costs O(1) per change on average.
+    fn maybe_compact(&mut self) -> anyhow::Result<()> {
+        let objects = self.table.object_count();
+        if self.journal.lines() <= (2 * objects).max(4096) {
+            return Ok(());
+        }
+        let derived: BTreeSet<(String, String)> = self
+            .derived
+            .iter()
+            .flat_map(|(svc, names)| names.iter().map(|n| (svc.namespace.clone(), n.clone())))
+            .collect();
+        let mut values: Vec<Value> = self.pools.values().map(|(_, v)| v.clone()).collect();
+        for svc in self.table.services() {
+            values.push(with_type(serde_json::to_value(svc)?, "v1", "Service"));
+        }
+        for slice in self.table.slices() {
+            let key = (
+                slice.metadata.namespace.clone().unwrap_or_default(),
+                slice.metadata.name.clone().unwrap_or_default(),
+            );
+            if !derived.contains(&key) {
+                values.push(with_type(
+                    serde_json::to_value(slice)?,
+                    "discovery.k8s.io/v1",
+                    "EndpointSlice",
+                ));
+            }
+        }
+        self.journal.compact(&values)
+    }
+
+    fn apply_parsed(&mut self, objects: Vec<LbObject>) -> anyhow::Result<Vec<String>> {
         let started = Instant::now();
         let mut update = LbUpdate::default();
         let mut lines = Vec::new();
-        let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         let mut pools = self.pools.clone();
         let mut pools_changed = false;
         let mut selected = self.selected.clone();
@@ -254,12 +268,6 @@ impl Services {
                     } else {
                         selected.remove(&key);
                     }
-                    if persist {
-                        files.push((
-                            self.dir.join("services").join(file_name(&ns, &name)),
-                            serde_json::to_vec(&*svc)?,
-                        ));
-                    }
                     update.services.push(*svc);
                 }
                 LbObject::Slice(slice) => {
@@ -268,22 +276,10 @@ impl Services {
                         slice.metadata.name.clone().unwrap_or_default(),
                     );
                     lines.push(format!("EndpointSlice {ns}/{name} applied"));
-                    if persist {
-                        files.push((
-                            self.dir.join("slices").join(file_name(&ns, &name)),
-                            serde_json::to_vec(&*slice)?,
-                        ));
-                    }
                     update.slices.push(*slice);
                 }
                 LbObject::Pool(name, pool, v) => {
                     lines.push(format!("CiliumLoadBalancerIPPool {name} applied"));
-                    if persist {
-                        files.push((
-                            self.dir.join("pools").join(format!("{name}.json")),
-                            serde_json::to_vec(&v)?,
-                        ));
-                    }
                     pools.insert(name, (pool, v));
                     pools_changed = true;
                 }
@@ -296,9 +292,6 @@ impl Services {
             change = self
                 .table
                 .set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
-        }
-        for (path, data) in files {
-            write_atomic(&path, &data)?;
         }
         self.pools = pools;
         self.selected = selected;
@@ -327,26 +320,25 @@ impl Services {
         let started = Instant::now();
         let mut update = LbUpdate::default();
         let mut lines = Vec::new();
-        let mut files = Vec::new();
+        let mut ours = Vec::new();
         let mut pools = self.pools.clone();
         let mut pools_changed = false;
         for r in refs {
             let ns = r.namespace.clone().unwrap_or_else(|| "default".into());
             match r.kind.as_str() {
                 "Service" => {
+                    self.selected.remove(&ServiceName::new(&ns, &r.name));
                     update.deleted_services.push(ServiceName::new(&ns, &r.name));
-                    files.push(self.dir.join("services").join(file_name(&ns, &r.name)));
                 }
                 "EndpointSlice" => {
                     update.deleted_slices.push((ns.clone(), r.name.clone()));
-                    files.push(self.dir.join("slices").join(file_name(&ns, &r.name)));
                 }
                 "CiliumLoadBalancerIPPool" => {
                     pools_changed |= pools.remove(&r.name).is_some();
-                    files.push(self.dir.join("pools").join(format!("{}.json", r.name)));
                 }
                 _ => continue,
             }
+            ours.push(r.clone());
             lines.push(format!("{r} deleted"));
         }
         let mut change = self.table.apply(update)?;
@@ -355,11 +347,9 @@ impl Services {
                 .table
                 .set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
         }
-        for f in files {
-            let _ = fs::remove_file(f);
-        }
         self.pools = pools;
         self.write(&change)?;
+        self.journal.append(&Entry::Delete(ours))?;
         self.last_change_us = started.elapsed().as_micros() as u64;
         Ok(lines)
     }
@@ -501,6 +491,15 @@ fn adopted_ids(w: &LbWriter) -> plexus_lb::LbAllocations {
         }
     }
     alloc
+}
+
+/// A typed object's JSON with its apiVersion and kind put back (k8s-openapi leaves them out).
+fn with_type(mut v: Value, api_version: &str, kind: &str) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("apiVersion".into(), api_version.into());
+        o.insert("kind".into(), kind.into());
+    }
+    v
 }
 
 fn abi_key(k: &FrontendKey) -> lb_map::FrontendId {

@@ -140,6 +140,11 @@ impl LbTable {
         self.services.values()
     }
 
+    /// How many Services and EndpointSlices are held (without walking them).
+    pub fn object_count(&self) -> usize {
+        self.services.len() + self.slice_owner.len()
+    }
+
     /// One Service by name.
     pub fn service(&self, name: &ServiceName) -> Option<&Service> {
         self.services.get(name)
