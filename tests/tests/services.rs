@@ -126,20 +126,14 @@ fn tx_off(netns: &Path) {
     );
 }
 
-/// A TCP exchange from a namespace (optionally from a fixed source port): the reply line.
-fn tcp_reply(netns: &Path, addr: &str, sport: Option<u16>) -> Option<String> {
+/// A TCP exchange from a namespace (optionally from a fixed source port): the reply line, or
+/// what went wrong.
+fn tcp_reply(netns: &Path, addr: &str, sport: Option<u16>) -> Result<String, String> {
     let addr: SocketAddr = addr.parse().unwrap();
     plexus_netdev::in_netns(netns, move || {
-        let s = socket2_connect(addr, sport)?;
-        let mut s = s;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).ok()?;
-        let line = String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .next()?
-            .to_string();
-        // RST on close: no TIME_WAIT, so the same source port can open a new connection.
+        let mut s = socket2_connect(addr, sport)?;
+        // RST on close, whatever happens next: no TIME_WAIT, so the same source port can open a
+        // new connection to the same service at once.
         let l = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -155,24 +149,38 @@ fn tcp_reply(netns: &Path, addr: &str, sport: Option<u16>) -> Option<String> {
                 std::mem::size_of::<libc::linger>() as u32,
             )
         };
-        Some(line)
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).map_err(|e| format!("reading: {e}"))?;
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| "closed without a reply".to_string())
     })
-    .ok()
-    .flatten()
+    .map_err(|e| e.to_string())?
 }
 
 /// connect() from an optional fixed source port.
-fn socket2_connect(addr: SocketAddr, sport: Option<u16>) -> Option<TcpStream> {
+fn socket2_connect(addr: SocketAddr, sport: Option<u16>) -> Result<TcpStream, String> {
     use std::os::fd::FromRawFd;
     let Some(sport) = sport else {
-        return TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok();
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("connecting to {addr}: {e}"));
     };
-    // SAFETY: plain socket calls on a descriptor we own; sockaddr_in built in full.
+    let SocketAddr::V4(v4) = addr else {
+        return Err("IPv4 only".into());
+    };
+    let err = |what: &str| format!("{what} (port {sport}): {}", std::io::Error::last_os_error());
+    // SAFETY: plain socket calls on a descriptor we own; sockaddr_in built in full; the
+    // descriptor is owned by the TcpStream from the moment it exists.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         if fd < 0 {
-            return None;
+            return Err(err("socket"));
         }
+        let stream = TcpStream::from_raw_fd(fd);
         let one: libc::c_int = 1;
         libc::setsockopt(
             fd,
@@ -185,21 +193,16 @@ fn socket2_connect(addr: SocketAddr, sport: Option<u16>) -> Option<TcpStream> {
         local.sin_family = libc::AF_INET as u16;
         local.sin_port = sport.to_be();
         if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), 16) != 0 {
-            libc::close(fd);
-            return None;
+            return Err(err("bind"));
         }
-        let SocketAddr::V4(v4) = addr else {
-            return None;
-        };
         let mut remote: libc::sockaddr_in = std::mem::zeroed();
         remote.sin_family = libc::AF_INET as u16;
         remote.sin_port = v4.port().to_be();
         remote.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
         if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), 16) != 0 {
-            libc::close(fd);
-            return None;
+            return Err(err("connect"));
         }
-        Some(TcpStream::from_raw_fd(fd))
+        Ok(stream)
     }
 }
 
@@ -314,7 +317,7 @@ spec:
         let mut seen = BTreeSet::new();
         for _ in 0..40 {
             let r = tcp_reply(&ext.path(), target, None)
-                .unwrap_or_else(|| panic!("from outside to {target}"));
+                .unwrap_or_else(|e| panic!("from outside to {target}: {e}"));
             seen.insert(r);
         }
         assert_eq!(seen, pods, "{target}");
@@ -392,7 +395,7 @@ spec:
         (40000..40120)
             .map(|p| {
                 let r = tcp_reply(&ext.path(), "198.51.100.1:30090", Some(p))
-                    .unwrap_or_else(|| panic!("flow from port {p}"));
+                    .unwrap_or_else(|e| panic!("flow from port {p}: {e}"));
                 (p, r)
             })
             .collect()
