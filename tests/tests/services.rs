@@ -199,8 +199,17 @@ fn socket2_connect(addr: SocketAddr, sport: Option<u16>) -> Result<TcpStream, St
         remote.sin_family = libc::AF_INET as u16;
         remote.sin_port = v4.port().to_be();
         remote.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), 16) != 0 {
-            return Err(err("connect"));
+        // The same 4-tuple can still be held by the kernel for a moment after the last
+        // connection on it was reset (EADDRNOTAVAIL): a local socket matter, not the datapath's,
+        // so wait for it rather than fail.
+        let mut tries = 0;
+        while libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), 16) != 0 {
+            let e = std::io::Error::last_os_error();
+            tries += 1;
+            if e.raw_os_error() != Some(libc::EADDRNOTAVAIL) || tries > 50 {
+                return Err(format!("connect (port {sport}, try {tries}): {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         Ok(stream)
     }
