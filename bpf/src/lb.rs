@@ -17,6 +17,7 @@ use crate::{
         PLEXUS_LB_REVNAT, PLEXUS_LB_SERVICES,
     },
     nat::{self, End},
+    notify::{self, Meta},
     parse::{V4Packet, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -285,5 +286,19 @@ pub fn reverse_v4(
     pkt.saddr = faddr;
     pkt.ct_key.saddr = IpAddr6::from_v4_raw(faddr);
     pkt.ct_key.sport = fport;
+    Ok(())
+}
+
+/// A new connection to a service without backends: counted and reported as a drop, and
+/// answered with ICMP port unreachable so the client fails at once (TCP: connection refused)
+/// instead of retrying into silence. The caller sends the answer back to the sender.
+#[inline(always)]
+pub fn refuse(ctx: &TcContext, m: &mut Meta) -> Result<(), DropReason> {
+    let reason = DropReason::ServiceBackendNotFound;
+    notify::count_drop(reason);
+    notify::dropped(ctx, reason, m);
+    nat::icmp_port_unreachable(ctx)?;
+    m.trace = None;
+    m.verdict = 0;
     Ok(())
 }

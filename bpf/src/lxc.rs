@@ -25,7 +25,6 @@ use crate::{
     ipcache,
     lb::{self, Xlate},
     maps::PLEXUS_ENDPOINTS,
-    nat,
     notify::{self, Meta},
     parse::{self, parse_v4, EthHdr, Ipv4Hdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
     policy,
@@ -104,7 +103,7 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
         Xlate::None => (0, false),
         Xlate::Translated { rev_nat, hairpin } => (rev_nat, hairpin),
         Xlate::NoBackend => {
-            refuse(ctx, m)?;
+            lb::refuse(ctx, m)?;
             // Straight back into the sender's namespace.
             return Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32);
         }
@@ -195,20 +194,6 @@ fn from_container_v4(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
     notify::count_rx(dst_id, len);
     // Straight into the destination pod's namespace, skipping the host veth's backlog.
     Ok(unsafe { bpf_redirect_peer(dst_ifindex, 0) } as i32)
-}
-
-/// A new connection to a service without backends: counted and reported as a drop, and
-/// answered with ICMP port unreachable so the client fails at once (TCP: connection refused)
-/// instead of retrying into silence. The caller sends the answer back to the sender.
-#[inline(always)]
-pub fn refuse(ctx: &TcContext, m: &mut Meta) -> Result<(), DropReason> {
-    let reason = DropReason::ServiceBackendNotFound;
-    notify::count_drop(reason);
-    notify::dropped(ctx, reason, m);
-    nat::icmp_port_unreachable(ctx)?;
-    m.trace = None;
-    m.verdict = 0;
-    Ok(())
 }
 
 #[inline(always)]

@@ -13,7 +13,6 @@ use crate::{
     conntrack::{self, CtDir},
     ipcache,
     lb::{self, Xlate},
-    lxc,
     notify::{self, Meta},
     parse::{self, parse_v4, EthHdr, ETH_P_IP},
 };
@@ -46,7 +45,7 @@ fn try_from_netdev(ctx: &TcContext, m: &mut Meta) -> Result<i32, DropReason> {
         Xlate::None => return Ok(TCX_NEXT),
         Xlate::Translated { rev_nat, .. } => rev_nat,
         Xlate::NoBackend => {
-            lxc::refuse(ctx, m)?;
+            lb::refuse(ctx, m)?;
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
             // Back out of the device it came in on.
             return Ok(unsafe { bpf_redirect(ifindex, 0) } as i32);
