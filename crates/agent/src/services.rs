@@ -63,33 +63,17 @@ fn name_of(v: &Value) -> String {
 pub fn parse(v: &Value) -> anyhow::Result<LbObject> {
     let kind = v["kind"].as_str().unwrap_or_default();
     let what = format!("{kind} {}", name_of(v));
-    let typed = |v: &Value| -> anyhow::Result<Value> {
-        let mut v = v.clone();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("apiVersion");
-            o.remove("kind");
-        }
-        Ok(v)
-    };
     match kind {
-        "Service" => {
-            let mut s: Service = serde_path_to_error::deserialize(typed(v)?)
-                .map_err(|e| anyhow!("{what}: field {}: {}", e.path(), e.inner()))?;
-            if s.metadata.name.as_deref().unwrap_or("").is_empty() {
-                bail!("{what}: field metadata.name is required");
-            }
-            s.metadata.namespace.get_or_insert_with(|| "default".into());
-            Ok(LbObject::Service(Box::new(s)))
-        }
-        "EndpointSlice" => {
-            let mut s: EndpointSlice = serde_path_to_error::deserialize(typed(v)?)
-                .map_err(|e| anyhow!("{what}: field {}: {}", e.path(), e.inner()))?;
-            if s.metadata.name.as_deref().unwrap_or("").is_empty() {
-                bail!("{what}: field metadata.name is required");
-            }
-            s.metadata.namespace.get_or_insert_with(|| "default".into());
-            Ok(LbObject::Slice(Box::new(s)))
-        }
+        "Service" => Ok(LbObject::Service(Box::new(decode(
+            v,
+            &what,
+            |s: &mut Service| &mut s.metadata,
+        )?))),
+        "EndpointSlice" => Ok(LbObject::Slice(Box::new(decode(
+            v,
+            &what,
+            |s: &mut EndpointSlice| &mut s.metadata,
+        )?))),
         "CiliumLoadBalancerIPPool" => {
             let name = v["metadata"]["name"]
                 .as_str()
@@ -132,6 +116,29 @@ pub fn parse(v: &Value) -> anyhow::Result<LbObject> {
         }
         other => bail!("{what}: unsupported kind {other:?}"),
     }
+}
+
+/// Decodes a namespaced Kubernetes object, naming the field that does not fit; the name is
+/// required, the namespace defaults to `default`.
+fn decode<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    what: &str,
+    meta: impl Fn(&mut T) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> anyhow::Result<T> {
+    let mut body = v.clone();
+    if let Some(o) = body.as_object_mut() {
+        // The typed objects carry no apiVersion and kind fields.
+        o.remove("apiVersion");
+        o.remove("kind");
+    }
+    let mut t: T = serde_path_to_error::deserialize(body)
+        .map_err(|e| anyhow!("{what}: field {}: {}", e.path(), e.inner()))?;
+    let m = meta(&mut t);
+    if m.name.as_deref().unwrap_or("").is_empty() {
+        bail!("{what}: field metadata.name is required");
+    }
+    m.namespace.get_or_insert_with(|| "default".into());
+    Ok(t)
 }
 
 /// Load balancing of the node.
@@ -504,4 +511,36 @@ fn with_type(mut v: Value, api_version: &str, kind: &str) -> Value {
 
 fn abi_key(k: &FrontendKey) -> lb_map::FrontendId {
     lb_map::frontend_key(k.address, k.port, k.protocol.number())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bad_objects_name_the_object_and_the_field() {
+        let bad = json!({"apiVersion": "v1", "kind": "Service",
+                         "metadata": {"name": "web", "namespace": "x"},
+                         "spec": {"ports": [{"port": "eighty"}]}});
+        let e = parse(&bad).err().unwrap().to_string();
+        assert!(
+            e.contains("Service x/web") && e.contains("spec.ports[0].port"),
+            "{e}"
+        );
+        let unnamed = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                             "metadata": {}, "addressType": "IPv4", "endpoints": []});
+        let e = parse(&unnamed).err().unwrap().to_string();
+        assert!(e.contains("metadata.name is required"), "{e}");
+        let pool = json!({"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
+                          "metadata": {"name": "p"}, "spec": {"blocks": [{"start": "10.0.0.1"}]}});
+        let e = parse(&pool).err().unwrap().to_string();
+        assert!(e.contains("spec.blocks[0].cidr"), "{e}");
+        let ok = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                        "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}});
+        let LbObject::Service(s) = parse(&ok).unwrap() else {
+            panic!("a Service")
+        };
+        assert_eq!(s.metadata.namespace.as_deref(), Some("default"));
+    }
 }
