@@ -637,3 +637,33 @@ print("udp", addr[0], addr[1])
         );
     }
 }
+
+#[test]
+fn policy_applies_to_the_backend_after_translation() {
+    let lab = up("svcpol", &topology(2, WEB));
+    // Only pods labelled app=frontend may reach the web pods, on their container port.
+    apply(
+        &lab,
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: frontend, namespace: x, labels: {app: frontend}}
+spec:
+  containers: [{name: c, image: workload}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-frontend, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: frontend}}}]
+    ports: [{port: 8080, protocol: TCP}]
+"#,
+    );
+    for lb in ["on", "off"] {
+        let denied = &probes(&lab, "x/client", "svc/x/web", "TCP", lb, 1)[0];
+        assert_eq!(denied["connected"], false, "socket-lb {lb}: {denied}");
+        let allowed = answers(&probes(&lab, "x/frontend", "svc/x/web", "TCP", lb, 10));
+        assert!(!allowed.is_empty());
+    }
+}
