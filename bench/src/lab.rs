@@ -51,9 +51,6 @@ spec:
       protocol: TCP
 ";
 
-/// Where the machine's cgroup v2 hierarchy is mounted.
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
-
 /// A running Plexus lab; `plexus --lab NAME lab down` when dropped.
 pub struct PlexusLab {
     plexus: PathBuf,
@@ -163,23 +160,7 @@ impl PlexusLab {
             agent_pid: n.agent_pid,
             pin_dir: Path::new(plexus_loader::BPF_ROOT).join(&n.name),
             socket: n.socket.clone(),
-            cgroup: self.node_cgroup(),
-        })
-    }
-
-    /// The first node's socket-LB cgroup: read from the state file as JSON, so labs that do
-    /// not record one yet still load.
-    fn node_cgroup(&self) -> Option<PathBuf> {
-        let state = Path::new(plexus_lab::cluster::LAB_ROOT)
-            .join(&self.name)
-            .join("state.json");
-        let recorded = fs::read_to_string(state)
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["nodes"][0]["cgroup"].as_str().map(PathBuf::from));
-        recorded.or_else(|| {
-            let conventional = Path::new(CGROUP_ROOT).join(format!("plx-{}-node1", self.name));
-            conventional.is_dir().then_some(conventional)
+            cgroup: n.cgroup.clone(),
         })
     }
 }

@@ -3,10 +3,9 @@
 //! with the benchmark.
 
 use std::{
-    ffi::CString,
     fs,
     io::{BufRead, BufReader, Read},
-    os::unix::{ffi::OsStrExt, process::CommandExt},
+    os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     thread,
@@ -27,38 +26,6 @@ pub fn pinned(netns: &Path, cpu: u32, program: &Path, args: &[&str]) -> Command 
         .arg(program)
         .args(args);
     c
-}
-
-/// Makes `cmd`'s process join the cgroup v2 directory `cgroup` before it execs (it writes `0`,
-/// "myself", to `cgroup.procs`), so the program it runs, and every socket that program opens,
-/// belong to that cgroup from the start.
-pub fn join_cgroup(cmd: &mut Command, cgroup: &Path) -> Result<(), BenchError> {
-    let procs = cgroup.join("cgroup.procs");
-    if !procs.exists() {
-        return Err(BenchError::Missing(format!(
-            "{} not found: not a cgroup v2 directory",
-            procs.display()
-        )));
-    }
-    let path = CString::new(procs.as_os_str().as_bytes())
-        .map_err(|_| BenchError::Missing(format!("{} has a NUL byte", procs.display())))?;
-    // SAFETY: open, write and close are async-signal-safe; `path` was built before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if written != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
-    Ok(())
 }
 
 /// A command as printed in errors.

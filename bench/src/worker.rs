@@ -14,7 +14,7 @@ use clap::Subcommand;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    process::{join_cgroup, output_within, pinned, spawn_ready_server, Servers},
+    process::{output_within, pinned, spawn_ready_server, Servers},
     rr::{self, ConnectResult, RrResult},
     BenchError,
 };
@@ -174,7 +174,8 @@ pub fn run_name_client(
     ];
     let mut cmd = pinned(netns, cpu, exe, &args);
     if let Some(cg) = cgroup {
-        join_cgroup(&mut cmd, cg)?;
+        plexus_lab::join_cgroup_before_exec(&mut cmd, cg)
+            .map_err(|e| BenchError::Missing(e.to_string()))?;
     }
     run_json(cmd, seconds)
 }

@@ -914,10 +914,7 @@ impl PlexusSetup {
             }),
             None => {
                 let note = format!(
-                    "{PLEXUS_SOCKET_LB} not measured: lab {} has no node cgroup (no `cgroup` in \
-                     its state, no {}/plx-{}-node1)",
-                    lab.name(),
-                    plexus_bench::lab::CGROUP_ROOT,
+                    "{PLEXUS_SOCKET_LB} not measured: lab {} has no node cgroup in its state",
                     lab.name()
                 );
                 eprintln!("  error: {note}");

@@ -462,7 +462,9 @@ impl Agent {
     /// Attaches the NodePort program to external devices that appeared and follows the node's
     /// addresses (NodePort frontends). Called periodically.
     pub fn scan_devices(&mut self) {
-        for dev in node::external_devices() {
+        let present = node::external_devices();
+        self.devices.retain(|d| present.contains(d));
+        for dev in present {
             if self.devices.contains(&dev) {
                 continue;
             }
@@ -474,8 +476,6 @@ impl Agent {
                 Err(e) => warn!(device = %dev, error = %e, "attaching the NodePort program"),
             }
         }
-        let present = node::external_devices();
-        self.devices.retain(|d| present.contains(d));
         if let Err(e) = self.services.set_node_addresses(node::addresses(false)) {
             warn!(error = %e, "updating NodePort frontends");
         }

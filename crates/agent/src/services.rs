@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use k8s_openapi::api::core::v1::Service;
@@ -152,8 +151,6 @@ pub struct Services {
     derived: BTreeMap<ServiceName, BTreeSet<String>>,
     /// Services with a selector: the only ones whose backends follow the pods.
     selected: BTreeSet<ServiceName>,
-    /// Microseconds the last change took to compute and write.
-    pub last_change_us: u64,
     /// Whether the maps have been brought to the computed state since start; until then
     /// nothing is written.
     loaded: bool,
@@ -177,7 +174,6 @@ impl Services {
             pools: BTreeMap::new(),
             derived: BTreeMap::new(),
             selected: BTreeSet::new(),
-            last_change_us: 0,
             loaded: false,
         };
         let objects = values
@@ -250,7 +246,6 @@ impl Services {
     }
 
     fn apply_parsed(&mut self, objects: Vec<LbObject>) -> anyhow::Result<Vec<String>> {
-        let started = Instant::now();
         let mut update = LbUpdate::default();
         let mut lines = Vec::new();
         let mut pools = self.pools.clone();
@@ -303,7 +298,6 @@ impl Services {
         self.pools = pools;
         self.selected = selected;
         self.write(&change)?;
-        self.last_change_us = started.elapsed().as_micros() as u64;
         Ok(lines)
     }
 
@@ -324,7 +318,6 @@ impl Services {
 
     /// Deletes Services, EndpointSlices and pools by reference; the lines say what went.
     pub fn delete(&mut self, refs: &[ObjectRef]) -> anyhow::Result<Vec<String>> {
-        let started = Instant::now();
         let mut update = LbUpdate::default();
         let mut lines = Vec::new();
         let mut ours = Vec::new();
@@ -334,7 +327,6 @@ impl Services {
             let ns = r.namespace.clone().unwrap_or_else(|| "default".into());
             match r.kind.as_str() {
                 "Service" => {
-                    self.selected.remove(&ServiceName::new(&ns, &r.name));
                     update.deleted_services.push(ServiceName::new(&ns, &r.name));
                 }
                 "EndpointSlice" => {
@@ -348,16 +340,19 @@ impl Services {
             ours.push(r.clone());
             lines.push(format!("{r} deleted"));
         }
+        let gone = update.deleted_services.clone();
         let mut change = self.table.apply(update)?;
         if pools_changed {
             change = self
                 .table
                 .set_pools(pools.values().map(|(p, _)| p.clone()).collect())?;
         }
+        for name in &gone {
+            self.selected.remove(name);
+        }
         self.pools = pools;
         self.write(&change)?;
         self.journal.append(&Entry::Delete(ours))?;
-        self.last_change_us = started.elapsed().as_micros() as u64;
         Ok(lines)
     }
 

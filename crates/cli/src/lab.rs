@@ -199,7 +199,7 @@ pub fn run(name: &str, cmd: &LabCmd, as_json: bool) -> anyhow::Result<()> {
                     println!("{}", probe_line(r));
                 }
             }
-            if results.is_empty() || results.iter().any(|r| !r.connected) {
+            if results.iter().any(|r| !r.connected) {
                 std::process::exit(2);
             }
         }

@@ -241,9 +241,7 @@ impl Lab {
             node.state_dir.display().to_string(),
         ];
         if let Some(cgroup) = &node.cgroup {
-            if self.agent_takes_cgroup() {
-                args.extend(["--cgroup".to_string(), cgroup.display().to_string()]);
-            }
+            args.extend(["--cgroup".to_string(), cgroup.display().to_string()]);
         }
         let log = self.root.join("logs").join("agent-node1.log");
         let pid = process::spawn_in_netns(
@@ -255,17 +253,6 @@ impl Lab {
         )?;
         wait_agent(&node.name, &node.socket, pid, &log)?;
         Ok(pid)
-    }
-
-    /// Whether this build of `plexus-agent` has the `--cgroup` option (agents built before
-    /// socket-level load balancing do not; they run without it).
-    fn agent_takes_cgroup(&self) -> bool {
-        Command::new(self.bin("plexus-agent"))
-            .arg("--help")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--cgroup"))
     }
 
     /// Restarts the node agents: gracefully (SIGTERM), or as a crash (SIGKILL) when `kill`.
@@ -413,6 +400,7 @@ impl Lab {
         let mut policies: Vec<(String, ObjectRef)> = Vec::new();
         // Services, EndpointSlices and pools: (state key, reference).
         let mut lb: Vec<(String, ObjectRef)> = Vec::new();
+        let mut tags: BTreeSet<String> = BTreeSet::new();
         for l in &objects {
             let ns = l.object.namespace().unwrap_or_default();
             let name = l.object.name();
@@ -478,6 +466,7 @@ impl Lab {
                             l.source
                         )));
                     }
+                    tags.insert(format!("{kind} {key}"));
                     lb.push((
                         format!("{kind} {key}"),
                         ObjectRef {
@@ -514,7 +503,7 @@ impl Lab {
             ] {
                 for key in keys.into_iter().filter(|k| k.starts_with(&prefix)) {
                     let tag = format!("{kind} {key}");
-                    if lb.iter().any(|(t, _)| *t == tag) {
+                    if !tags.insert(tag.clone()) {
                         continue;
                     }
                     lb.push((
@@ -876,29 +865,8 @@ impl Lab {
         Ok((pod.key(), ip))
     }
 
-    /// Probes `dst` (`svc/ns/name`, `ns/pod` or an IP) from `src` (`ns/pod`, or `node` for the
-    /// node's network namespace).
-    pub fn probe(
-        &self,
-        src: &str,
-        dst: &str,
-        port: u16,
-        protocol: Protocol,
-        timeout: Duration,
-    ) -> Result<ProbeResult, LabError> {
-        let opts = ProbeOptions {
-            port,
-            protocol,
-            timeout,
-            ..ProbeOptions::default()
-        };
-        self.probes(src, dst, &opts)?
-            .pop()
-            .ok_or_else(|| LabError::Invalid("no probe ran".into()))
-    }
-
-    /// Runs `opts.count` probes of `dst` from `src`, one after the other (see [`Lab::probe`] for
-    /// the names). With socket-level load balancing on, each runs in its own process in the
+    /// Runs `opts.count` (at least one) probes of `dst` (`svc/ns/name`, `ns/pod` or an IP) from
+    /// `src` (`ns/pod`, or `node` for the node's network namespace), one after the other. With socket-level load balancing on, each runs in its own process in the
     /// node's cgroup, so each connection is balanced anew.
     pub fn probes(
         &self,
@@ -926,7 +894,8 @@ impl Lab {
             (true, Some(c)) => Some(c.clone()),
             (true, None) => {
                 return Err(LabError::Invalid(format!(
-                    "lab {:?} has no node cgroup (it was created by an older plexus);                      recreate it, or probe with --socket-lb off",
+                    "lab {:?} has no node cgroup (it was created by an older plexus); \
+                     recreate it, or probe with --socket-lb off",
                     self.name
                 )))
             }

@@ -11,4 +11,5 @@ pub mod workload;
 
 pub use cluster::Lab;
 pub use error::LabError;
+pub use process::{cgroup2_mount, join_cgroup_before_exec};
 pub mod manifest;

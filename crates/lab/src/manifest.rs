@@ -2011,6 +2011,17 @@ spec:
     }
 
     /// Asserts that parsing `text` fails with a message containing each of `parts`.
+    /// Each case edits `base` (`from` → `to`) and expects an error naming the file, `object`,
+    /// the field and the message.
+    fn assert_field_errors(base: &str, object: &str, cases: &[(&str, &str, &str, &str)]) {
+        for (from, to, field, message) in cases {
+            assert_error(
+                &edit(base, from, to),
+                &[FILE, object, &format!("field {field}"), message],
+            );
+        }
+    }
+
     fn assert_error(text: &str, parts: &[&str]) {
         let message = error(text);
         for part in parts {
@@ -3268,12 +3279,7 @@ spec:
             ("    port: 80\n", "    port: 80\n    portz: 1\n", "spec.ports[0].portz", "unknown field"),
             ("    port: 80\n", "    port: eighty\n", "spec.ports[0].port", "invalid type"),
         ];
-        for (from, to, field, message) in cases {
-            assert_error(
-                &edit(SERVICE, from, to),
-                &[FILE, "Service prod/web", &format!("field {field}"), message],
-            );
-        }
+        assert_field_errors(SERVICE, "Service prod/web", &cases);
         assert_error(
             &edit(SERVICE, "  name: web\n", "  name: 1web\n"),
             &[FILE, "Service prod/1web", "field metadata.name", "DNS-1035"],
@@ -3361,17 +3367,7 @@ spec:
                 "unknown field",
             ),
         ];
-        for (from, to, field, message) in cases {
-            assert_error(
-                &edit(SLICE, from, to),
-                &[
-                    FILE,
-                    "EndpointSlice prod/web-1",
-                    &format!("field {field}"),
-                    message,
-                ],
-            );
-        }
+        assert_field_errors(SLICE, "EndpointSlice prod/web-1", &cases);
         assert_error(
             &edit(SLICE, "  name: web-1\n", "  name: Web_1\n"),
             &[
@@ -3467,17 +3463,7 @@ spec:
                 "In, NotIn, Exists, DoesNotExist",
             ),
         ];
-        for (from, to, field, message) in cases {
-            assert_error(
-                &edit(POOL, from, to),
-                &[
-                    FILE,
-                    "CiliumLoadBalancerIPPool blue",
-                    &format!("field {field}"),
-                    message,
-                ],
-            );
-        }
+        assert_field_errors(POOL, "CiliumLoadBalancerIPPool blue", &cases);
         assert_error(
             &edit(
                 POOL,

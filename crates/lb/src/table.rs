@@ -184,10 +184,8 @@ impl LbTable {
     /// Replaces the node (its addresses are NodePort frontends): everything is recomputed.
     pub fn set_node(&mut self, node: NodeInfo) -> Result<LbChange, LbError> {
         let old = std::mem::replace(&mut self.node, node);
-        self.full().inspect_err(|_| {
-            // Nothing changes on failure.
-            let _ = std::mem::replace(&mut self.node, old.clone());
-        })
+        // Nothing changes on failure: full() changes the table only once it has a result.
+        self.full().inspect_err(|_| self.node = old)
     }
 
     /// Replaces the LoadBalancer pools: everything is recomputed.
@@ -354,7 +352,6 @@ impl LbTable {
                 }
             }
         }
-        // New backend ids that no entry ended up using (none today) must not leak.
         if !fresh.is_empty() {
             self.entries.insert(name.clone(), fresh);
         }

@@ -6,7 +6,8 @@
 //! to one Service costs writes proportional to that Service, whatever the number of others.
 //! Order per change: backends first, then a frontend's Maglev table, reverse-NAT entry and
 //! backend slots, its slot-0 entry (which makes the new slots live) last; slots beyond the new
-//! count, removed frontends and backends no frontend uses any more go after that. A packet
+//! count, and backends no frontend uses any more go after that; frontends that go are removed
+//! before anything is written (they may free an id a new frontend takes). A packet
 //! therefore never finds a slot count pointing at a missing slot or a slot naming a missing
 //! backend. The kernel maps sit behind [`LbStore`], with an in-memory store for tests.
 
@@ -435,18 +436,8 @@ impl LbWriter {
         full: bool,
     ) -> Result<LbStats, LoaderError> {
         let mut stats = LbStats::default();
-        for f in upsert {
-            for (id, b) in &f.backends {
-                if self.backends.get(id) != Some(b) {
-                    store.put_backend(*id, b)?;
-                    self.backends.insert(*id, *b);
-                    stats.written += 1;
-                }
-            }
-        }
-        for f in upsert {
-            self.write_frontend(store, f, &mut stats)?;
-        }
+        // Frontends that go are removed first: an id they free may be taken by a frontend
+        // written below, whose entries must not be deleted after it wrote them.
         let mut gone: Vec<FrontendId> = remove.to_vec();
         if full {
             let keep: HashSet<FrontendId> = upsert.iter().map(|f| f.key).collect();
@@ -460,18 +451,24 @@ impl LbWriter {
             for i in 0..old.slots.len() {
                 store.del_service(&slot_key(&old.key, i))?;
             }
-            if self
-                .frontends
-                .values()
-                .all(|f| f.value.rev_nat != old.value.rev_nat)
-            {
-                store.del_revnat(old.value.rev_nat)?;
-                if old.maglev.is_some() || self.maglev_unknown.remove(&old.value.rev_nat) {
-                    store.del_maglev(old.value.rev_nat)?;
+            store.del_revnat(old.value.rev_nat)?;
+            if old.maglev.is_some() || self.maglev_unknown.remove(&old.value.rev_nat) {
+                store.del_maglev(old.value.rev_nat)?;
+            }
+            stats.removed += 2 + old.slots.len();
+            self.unref(&old.backends);
+        }
+        for f in upsert {
+            for (id, b) in &f.backends {
+                if self.backends.get(id) != Some(b) {
+                    store.put_backend(*id, b)?;
+                    self.backends.insert(*id, *b);
+                    stats.written += 1;
                 }
             }
-            stats.removed += 1 + old.slots.len();
-            self.unref(&old.backends);
+        }
+        for f in upsert {
+            self.write_frontend(store, f, &mut stats)?;
         }
         for id in std::mem::take(&mut self.maybe_stale) {
             if self.refs.get(&id).copied().unwrap_or(0) == 0 && self.backends.remove(&id).is_some()

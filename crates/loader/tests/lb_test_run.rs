@@ -2,12 +2,9 @@
 //! packets: DNAT to a backend and reverse NAT of the reply with L3/L4 checksums verified
 //! from scratch, the per-flow backend, and the ICMP refusal of a service without backends.
 
-use std::{
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+mod common;
 
-use aya::programs::{TestRun, TestRunOptions};
+use common::{run, PinDir};
 use plexus_abi::{maps::programs, EndpointInfo, EndpointKey, IpAddr6};
 use plexus_lb::{
     Algorithm, Backend, BackendId, BackendState, Frontend, FrontendKind, Proto, ServiceEntry,
@@ -19,23 +16,6 @@ use plexus_loader::{
 };
 
 const TC_ACT_REDIRECT: u32 = 7;
-
-struct PinDir(PathBuf);
-impl PinDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/plexus-test-lb-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        )))
-    }
-}
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const CLIENT: [u8; 4] = [10, 200, 0, 10];
 const BACKEND: [u8; 4] = [10, 200, 0, 11];
@@ -103,20 +83,6 @@ fn assert_checksums(p: &[u8]) {
     assert_eq!(c, 0, "L4 checksum of protocol {proto}");
 }
 
-fn run(dp: &mut Datapath, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; pkt.len() + 128];
-    let prog = dp.program(programs::FROM_CONTAINER).expect("program");
-    let res = prog
-        .test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
-}
-
 /// BPF_PROG_TEST_RUN runs on loopback: the sender's endpoint must have ifindex 1.
 fn endpoints(dp: &Datapath, sender: [u8; 4]) {
     let maps = dp.maps().unwrap();
@@ -181,7 +147,11 @@ fn a_service_packet_is_translated_to_the_backend_and_its_reply_back() {
         let mut dp = Datapath::load(&pins.0).expect("load");
         endpoints(&dp, CLIENT);
         service(&dp, p, &[BACKEND]);
-        let (ret, out) = run(&mut dp, &packet(proto, CLIENT, 4000, VIP, 80));
+        let (ret, out) = run(
+            &mut dp,
+            programs::FROM_CONTAINER,
+            &packet(proto, CLIENT, 4000, VIP, 80),
+        );
         assert_eq!(ret, TC_ACT_REDIRECT, "delivered to the backend pod");
         assert_eq!(&out[30..34], &BACKEND, "destination is the backend");
         assert_eq!(u16::from_be_bytes([out[36], out[37]]), 8080, "target port");
@@ -190,7 +160,11 @@ fn a_service_packet_is_translated_to_the_backend_and_its_reply_back() {
 
         // The backend answers; the client must see the service.
         endpoints(&dp, BACKEND);
-        let (ret, out) = run(&mut dp, &packet(proto, BACKEND, 8080, CLIENT, 4000));
+        let (ret, out) = run(
+            &mut dp,
+            programs::FROM_CONTAINER,
+            &packet(proto, BACKEND, 8080, CLIENT, 4000),
+        );
         assert_eq!(ret, TC_ACT_REDIRECT);
         assert_eq!(&out[26..30], &VIP, "reply comes from the service");
         assert_eq!(u16::from_be_bytes([out[34], out[35]]), 80);
@@ -211,14 +185,26 @@ fn a_flow_keeps_its_backend() {
         BACKEND,
     ];
     service(&dp, Proto::Udp, &others);
-    let (_, first) = run(&mut dp, &packet(17, CLIENT, 4000, VIP, 80));
+    let (_, first) = run(
+        &mut dp,
+        programs::FROM_CONTAINER,
+        &packet(17, CLIENT, 4000, VIP, 80),
+    );
     for _ in 0..20 {
-        let (_, again) = run(&mut dp, &packet(17, CLIENT, 4000, VIP, 80));
+        let (_, again) = run(
+            &mut dp,
+            programs::FROM_CONTAINER,
+            &packet(17, CLIENT, 4000, VIP, 80),
+        );
         assert_eq!(&again[30..34], &first[30..34], "same flow, same backend");
     }
     let mut seen = std::collections::BTreeSet::new();
     for sport in 5000..5100 {
-        let (_, out) = run(&mut dp, &packet(17, CLIENT, sport, VIP, 80));
+        let (_, out) = run(
+            &mut dp,
+            programs::FROM_CONTAINER,
+            &packet(17, CLIENT, sport, VIP, 80),
+        );
         seen.insert([out[30], out[31], out[32], out[33]]);
     }
     assert_eq!(seen.len(), 4, "new flows spread over every backend");
@@ -232,7 +218,7 @@ fn a_service_without_backends_answers_icmp_port_unreachable_and_counts_158() {
         endpoints(&dp, CLIENT);
         service(&dp, p, &[]);
         let pkt = packet(proto, CLIENT, 4000, VIP, 80);
-        let (ret, out) = run(&mut dp, &pkt);
+        let (ret, out) = run(&mut dp, programs::FROM_CONTAINER, &pkt);
         assert_eq!(ret, TC_ACT_REDIRECT, "sent back to the client");
         assert_eq!(out.len(), 70);
         assert_eq!(out[14 + 9], 1, "ICMP");

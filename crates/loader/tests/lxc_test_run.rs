@@ -1,37 +1,15 @@
 //! `BPF_PROG_TEST_RUN` tests of the pod-veth programs with crafted packets: every branch of
 //! `plexus_from_container` and `plexus_to_container`, against the real verifier and kernel.
 
-use std::{
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+mod common;
 
-use aya::programs::{TestRun, TestRunOptions};
+use common::{run, PinDir};
 use plexus_abi::{maps::programs, DropReason, EndpointInfo, EndpointKey, IpAddr6};
 use plexus_loader::Datapath;
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
-
-/// A unique pin directory removed on drop, also when the test fails.
-struct PinDir(PathBuf);
-impl PinDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/plexus-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        Self(p)
-    }
-}
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const POD_A: [u8; 4] = [10, 200, 0, 10];
 const POD_B: [u8; 4] = [10, 200, 0, 11];
@@ -82,20 +60,6 @@ fn udp_packet(src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(payload);
     p
-}
-
-fn run(dp: &mut Datapath, prog: &'static str, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; pkt.len() + 64];
-    let prog = dp.program(prog).expect("program");
-    let res = prog
-        .test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
 }
 
 fn key(ip: [u8; 4]) -> EndpointKey {
