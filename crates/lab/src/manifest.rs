@@ -3279,7 +3279,7 @@ spec:
             ("    port: 80\n", "    port: 80\n    portz: 1\n", "spec.ports[0].portz", "unknown field"),
             ("    port: 80\n", "    port: eighty\n", "spec.ports[0].port", "invalid type"),
         ];
-        assert_field_errors(SERVICE, "Service prod/web", &cases);
+        assert_field_errors(SERVICE, "Service prod/web", cases);
         assert_error(
             &edit(SERVICE, "  name: web\n", "  name: 1web\n"),
             &[FILE, "Service prod/1web", "field metadata.name", "DNS-1035"],
@@ -3367,7 +3367,7 @@ spec:
                 "unknown field",
             ),
         ];
-        assert_field_errors(SLICE, "EndpointSlice prod/web-1", &cases);
+        assert_field_errors(SLICE, "EndpointSlice prod/web-1", cases);
         assert_error(
             &edit(SLICE, "  name: web-1\n", "  name: Web_1\n"),
             &[
@@ -3463,7 +3463,7 @@ spec:
                 "In, NotIn, Exists, DoesNotExist",
             ),
         ];
-        assert_field_errors(POOL, "CiliumLoadBalancerIPPool blue", &cases);
+        assert_field_errors(POOL, "CiliumLoadBalancerIPPool blue", cases);
         assert_error(
             &edit(
                 POOL,
